@@ -1,0 +1,527 @@
+//! Writing a dump: the whole ledger as one JSON file (format: docs/dump-format.md).
+//!
+//! Files appear atomically: the content goes to `<path>.tmp.<pid>.<n>` (O_EXCL|O_NOFOLLOW, mode 0600) in the same
+//! folder, then rename(2) puts it in place; a reader never sees half a dump under the final name, and a symlink
+//! planted at the final path is replaced, not followed. Live blocks are copied shard by shard under each shard's
+//! lock (the only pause the program sees), then serialised without any lock held.
+
+use crate::counters;
+use crate::errors;
+use crate::intern;
+use crate::json::Out;
+use crate::lock::SpinLock;
+use crate::modules;
+use crate::sys;
+use crate::table::{self, family, Block};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Why a dump is written (`reason` in the file).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// exit(), return from main, the last thread's pthread_exit.
+    Exit,
+    /// _exit()/_Exit() called directly.
+    UnderscoreExit,
+    /// HEAPLEDGER_SIGNAL.
+    Signal,
+    /// HEAPLEDGER_INTERVAL.
+    Interval,
+    /// A fatal signal.
+    Crash,
+}
+
+impl Reason {
+    fn name(self) -> &'static str {
+        match self {
+            Reason::Exit => "exit",
+            Reason::UnderscoreExit => "_exit",
+            Reason::Signal => "signal",
+            Reason::Interval => "interval",
+            Reason::Crash => "crash",
+        }
+    }
+}
+
+/// One dump at a time; also owns the static output buffer.
+static WRITER: SpinLock<Out> = SpinLock::new(Out::new());
+/// `%n`: dumps written by this process so far.
+pub static SNAPSHOT: AtomicU32 = AtomicU32::new(0);
+/// CLOCK_REALTIME at initialisation.
+pub static START_NS: AtomicU64 = AtomicU64::new(0);
+/// Duration of the longest shard-copy pause while taking a dump, in nanoseconds (reported in the dump).
+pub static MAX_PAUSE_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The dump lock (for fork handling).
+pub fn lock_for_fork() -> &'static SpinLock<impl Sized> {
+    &WRITER
+}
+
+const PATH_MAX: usize = 4096;
+
+/// Expands `%p`, `%n` and `%%` in the output pattern.
+fn expand(pattern: &[u8], pid: u32, n: u32, out: &mut [u8; PATH_MAX]) -> usize {
+    let mut len = 0;
+    let mut i = 0;
+    let mut push = |b: &[u8], len: &mut usize| {
+        let take = b.len().min(PATH_MAX - 64 - *len);
+        out[*len..*len + take].copy_from_slice(&b[..take]);
+        *len += take;
+    };
+    while i < pattern.len() {
+        let mut d = [0u8; 20];
+        match (pattern[i], pattern.get(i + 1)) {
+            (b'%', Some(b'p')) => {
+                push(sys::fmt_u64(pid as u64, &mut d), &mut len);
+                i += 2;
+            }
+            (b'%', Some(b'n')) => {
+                push(sys::fmt_u64(n as u64, &mut d), &mut len);
+                i += 2;
+            }
+            (b'%', Some(b'%')) => {
+                push(b"%", &mut len);
+                i += 2;
+            }
+            (c, _) => {
+                push(&[c], &mut len);
+                i += 1;
+            }
+        }
+    }
+    len
+}
+
+fn errno_name(e: i32) -> &'static [u8] {
+    match e {
+        libc::EACCES => b"permission denied",
+        libc::ENOENT => b"no such directory",
+        libc::ENOSPC => b"no space left on device",
+        libc::EROFS => b"read-only file system",
+        libc::EDQUOT => b"disk quota exceeded",
+        libc::ENOTDIR => b"a path component is not a directory",
+        libc::ELOOP => b"symlink in the way",
+        libc::EMFILE | libc::ENFILE => b"too many open files",
+        libc::EEXIST => b"temporary file exists",
+        _ => b"write error",
+    }
+}
+
+/// Writes a dump now. `crash` selects the async-signal-safe path (no allocation, no waiting on locks).
+/// Returns false (after one line on stderr) if the file could not be written.
+pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
+    let guard = if crash { WRITER.try_lock() } else { Some(WRITER.lock()) };
+    let Some(mut out) = guard else { return false };
+    if !crash {
+        modules::refresh();
+    }
+    let pid = sys::getpid();
+    let n = SNAPSHOT.fetch_add(1, Ordering::Relaxed);
+    let mut path = [0u8; PATH_MAX];
+    let plen = expand(crate::config::out_pattern(), pid, n, &mut path);
+    let mut tmp = path;
+    let mut tlen = plen;
+    for part in [&b".tmp."[..], sys::fmt_u64(pid as u64, &mut [0u8; 20]), b".", sys::fmt_u64(n as u64, &mut [0u8; 20])]
+    {
+        tmp[tlen..tlen + part.len()].copy_from_slice(part);
+        tlen += part.len();
+    }
+    tmp[tlen] = 0;
+    path[plen] = 0;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: tmp is NUL-terminated.
+    let mut fd = unsafe { libc::open(tmp.as_ptr().cast(), flags, 0o600) };
+    if fd < 0 && sys::errno() == libc::EEXIST {
+        // A stale temporary of an earlier process with the same pid: ours to replace.
+        // SAFETY: as above.
+        unsafe {
+            libc::unlink(tmp.as_ptr().cast());
+            fd = libc::open(tmp.as_ptr().cast(), flags, 0o600);
+        }
+    }
+    if fd < 0 {
+        let e = sys::errno();
+        sys::eprint(&[b"heapledger: cannot write dump ", &path[..plen], b": ", errno_name(e)]);
+        return false;
+    }
+    out.start(fd);
+    body(&mut out, reason, detail, pid, n, crash);
+    out.flush();
+    let ok = out.ok();
+    // SAFETY: fd is ours; tmp/path are NUL-terminated.
+    unsafe {
+        libc::close(fd);
+        if !ok {
+            let e = sys::errno();
+            libc::unlink(tmp.as_ptr().cast());
+            sys::eprint(&[b"heapledger: cannot write dump ", &path[..plen], b": ", errno_name(e)]);
+            return false;
+        }
+        if libc::rename(tmp.as_ptr().cast(), path.as_ptr().cast()) != 0 {
+            let e = sys::errno();
+            libc::unlink(tmp.as_ptr().cast());
+            sys::eprint(&[b"heapledger: cannot write dump ", &path[..plen], b": ", errno_name(e)]);
+            return false;
+        }
+    }
+    append_manifest(&path[..plen]);
+    true
+}
+
+fn append_manifest(path: &[u8]) {
+    let m = crate::config::manifest();
+    if m.is_empty() {
+        return;
+    }
+    let mut buf = [0u8; PATH_MAX + 1];
+    buf[..m.len()].copy_from_slice(m);
+    // SAFETY: buf is NUL-terminated (zeroed beyond m).
+    let fd = unsafe {
+        libc::open(buf.as_ptr().cast(), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC, 0o600)
+    };
+    if fd >= 0 {
+        let mut line = [0u8; PATH_MAX + 1];
+        line[..path.len()].copy_from_slice(path);
+        line[path.len()] = b'\n';
+        // One write(2) with O_APPEND: lines of concurrent processes never interleave.
+        sys::write_all(fd, &line[..=path.len()]);
+        // SAFETY: fd is ours.
+        unsafe { libc::close(fd) };
+    }
+}
+
+fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
+    // SAFETY: path is NUL-terminated; buf is writable.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return 0;
+        }
+        let mut n = 0;
+        while n < buf.len() {
+            let r = libc::read(fd, buf[n..].as_mut_ptr().cast(), buf.len() - n);
+            if r <= 0 {
+                break;
+            }
+            n += r as usize;
+        }
+        libc::close(fd);
+        n
+    }
+}
+
+/// Copies the live blocks, shard by shard. None when the tracer cannot get memory for the copy.
+fn copy_blocks() -> Option<Vec<Block>> {
+    let mut v: Vec<Block> = Vec::new();
+    for i in 0..table::SHARDS {
+        let start = sys::clock_ns(libc::CLOCK_MONOTONIC);
+        let s = table::shard(i).lock();
+        if v.try_reserve(s.len()).is_err() {
+            return None;
+        }
+        v.extend(s.blocks().filter(|b| b.family() != family::INTERNAL).copied());
+        drop(s);
+        let pause = sys::clock_ns(libc::CLOCK_MONOTONIC) - start;
+        MAX_PAUSE_NS.fetch_max(pause, Ordering::Relaxed);
+    }
+    Some(v)
+}
+
+fn write_block(out: &mut Out, b: &Block, first: &mut bool) {
+    out.raw(if *first { b"\n[" } else { b",\n[" });
+    *first = false;
+    out.num(b.addr);
+    out.raw(b",");
+    out.num(b.size);
+    out.raw(b",");
+    out.num(b.stack as u64);
+    out.raw(b",");
+    out.num(b.family() as u64);
+    out.raw(b",");
+    out.num(b.tid as u64);
+    out.raw(b",");
+    out.num(b.seq());
+    out.raw(b",");
+    out.num(crate::reach::class_of(b) as u64);
+    out.raw(b"]");
+}
+
+fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bool) {
+    // Take the live blocks and errors first: every stack id they name is then below the stack count read later.
+    let blocks = if crash { None } else { copy_blocks() };
+    let err_counts = errors::counts();
+    let totals = counters::totals();
+    let (live_blocks, live_bytes) = match &blocks {
+        Some(v) => (v.len() as u64, v.iter().map(|b| b.size).sum::<u64>()),
+        None => {
+            let (mut nb, mut by) = (0u64, 0u64);
+            for i in 0..table::SHARDS {
+                // SAFETY (crash path): a torn read of a shard only misreports a block or two.
+                let s = unsafe { &*table::shard(i).get_unlocked() };
+                for b in s.blocks().filter(|b| b.family() != family::INTERNAL) {
+                    nb += 1;
+                    by += b.size;
+                }
+            }
+            (nb, by)
+        }
+    };
+
+    out.raw(b"{");
+    out.key("format");
+    out.str(heapledger_format::FORMAT.as_bytes());
+    out.raw(b",");
+    out.key("version");
+    out.num(heapledger_format::VERSION);
+    out.raw(b",");
+    out.key("reason");
+    out.str(reason.name().as_bytes());
+    out.raw(b",");
+    out.key("detail");
+    out.str(detail.as_bytes());
+    out.raw(b",");
+    out.key("platform");
+    out.str(b"linux-x86_64");
+    out.raw(b",");
+    out.key("pid");
+    out.num(pid as u64);
+    out.raw(b",");
+    out.key("ppid");
+    out.num(sys::getppid() as u64);
+    out.raw(b",\n");
+    let mut exe = [0u8; 4096];
+    // SAFETY: readlink writes at most exe.len() bytes.
+    let elen = unsafe { libc::readlink(c"/proc/self/exe".as_ptr(), exe.as_mut_ptr().cast(), exe.len()) }.max(0);
+    out.key("exe");
+    out.str(&exe[..elen as usize]);
+    out.raw(b",");
+    out.key("cmdline");
+    out.raw(b"[");
+    let mut cmd = [0u8; 8192];
+    let clen = read_file(c"/proc/self/cmdline", &mut cmd);
+    let args = if clen > 0 && cmd[clen - 1] == 0 { &cmd[..clen - 1] } else { &cmd[..clen] };
+    if !args.is_empty() {
+        for (i, arg) in args.split(|&c| c == 0).enumerate() {
+            if i > 0 {
+                out.raw(b",");
+            }
+            out.str(arg);
+        }
+    }
+    out.raw(b"],\n");
+    out.key("snapshot");
+    out.num(n as u64);
+    out.raw(b",");
+    out.key("time_ns");
+    out.num(sys::clock_ns(libc::CLOCK_REALTIME));
+    out.raw(b",");
+    out.key("start_time_ns");
+    out.num(START_NS.load(Ordering::Relaxed));
+    out.raw(b",");
+    out.key("monotonic_ns");
+    out.num(sys::clock_ns(libc::CLOCK_MONOTONIC));
+    out.raw(b",");
+    out.key("depth");
+    out.num(crate::config::DEPTH.load(Ordering::Relaxed) as u64);
+    out.raw(b",");
+    out.key("sample_bytes");
+    out.num(crate::config::SAMPLE.load(Ordering::Relaxed));
+    out.raw(b",\n");
+    out.key("totals");
+    out.raw(b"{");
+    out.key("allocations");
+    out.num(totals.allocations);
+    out.raw(b",");
+    out.key("frees");
+    out.num(totals.frees);
+    out.raw(b",");
+    out.key("bytes_allocated");
+    out.num(totals.bytes_allocated);
+    out.raw(b",");
+    out.key("bytes_freed");
+    out.num(totals.bytes_freed);
+    out.raw(b"},\n");
+    out.key("live");
+    out.raw(b"{");
+    out.key("blocks");
+    out.num(live_blocks);
+    out.raw(b",");
+    out.key("bytes");
+    out.num(live_bytes);
+    out.raw(b"},\n");
+    out.key("error_counts");
+    out.raw(b"{");
+    for (i, name) in errors::KIND_NAMES.iter().enumerate() {
+        if i > 0 {
+            out.raw(b",");
+        }
+        out.key(name);
+        out.num(err_counts[i]);
+    }
+    out.raw(b"},\n");
+    out.key("tracer");
+    out.raw(b"{");
+    out.key("lost_blocks");
+    out.num(table::LOST.load(Ordering::Relaxed));
+    out.raw(b",");
+    out.key("lost_stacks");
+    out.num(intern::LOST.load(Ordering::Relaxed));
+    out.raw(b",");
+    out.key("lost_errors");
+    out.num(errors::LOST.load(Ordering::Relaxed));
+    out.raw(b",");
+    out.key("truncated_stacks");
+    out.num(intern::TRUNCATED.load(Ordering::Relaxed));
+    out.raw(b",");
+    out.key("memory_bytes");
+    out.num(crate::heap::MAPPED.load(Ordering::Relaxed) as u64);
+    out.raw(b",");
+    out.key("unwind_cache_misses");
+    out.num(crate::stack::MISSES.load(Ordering::Relaxed));
+    out.raw(b",");
+    out.key("max_pause_ns");
+    out.num(MAX_PAUSE_NS.load(Ordering::Relaxed));
+    out.raw(b"},\n");
+    out.key("allocators");
+    out.raw(b"[\"malloc\",\"aligned\",\"new\",\"new[]\"],\n");
+
+    write_modules(out, crash);
+
+    let nstacks = intern::count();
+    out.key("stacks");
+    out.raw(b"[");
+    for id in 0..nstacks {
+        out.raw(if id == 0 { b"\n[" } else { b",\n[" });
+        if let Some(frames) = intern::get(id) {
+            for (i, f) in frames.iter().enumerate() {
+                if i > 0 {
+                    out.raw(b",");
+                }
+                out.num(*f);
+            }
+        }
+        out.raw(b"]");
+    }
+    out.raw(b"],\n");
+
+    out.key("blocks");
+    out.raw(b"[");
+    let mut first = true;
+    match &blocks {
+        Some(v) => {
+            for b in v {
+                write_block(out, b, &mut first);
+            }
+        }
+        None => {
+            for i in 0..table::SHARDS {
+                let guard = if crash { None } else { Some(table::shard(i).lock()) };
+                // SAFETY: under the lock, or (crash path) an accepted torn read.
+                let s = match &guard {
+                    Some(g) => &**g,
+                    None => unsafe { &*table::shard(i).get_unlocked() },
+                };
+                for b in s.blocks().filter(|b| b.family() != family::INTERNAL) {
+                    if b.stack < nstacks {
+                        write_block(out, b, &mut first);
+                    }
+                }
+            }
+        }
+    }
+    out.raw(b"],\n");
+
+    out.key("errors");
+    out.raw(b"[");
+    let write_errors = |out: &mut Out, kept: &[errors::Error]| {
+        for (i, e) in kept.iter().enumerate() {
+            out.raw(if i == 0 { b"\n{" } else { b",\n{" });
+            out.key("kind");
+            out.str(errors::KIND_NAMES[e.kind as usize].as_bytes());
+            out.raw(b",");
+            out.key("addr");
+            out.num(e.addr);
+            out.raw(b",");
+            out.key("size");
+            out.num(e.size);
+            out.raw(b",");
+            out.key("allocator");
+            match heapledger_format::ALLOCATORS.get(e.family as usize) {
+                Some(name) => out.str(name.as_bytes()),
+                None => out.raw(b"null"),
+            }
+            out.raw(b",");
+            out.key("freed_with");
+            out.str(errors::FREE_NAMES[e.freed_with as usize].as_bytes());
+            out.raw(b",");
+            out.key("tid");
+            out.num(e.tid as u64);
+            out.raw(b",");
+            out.key("detail");
+            out.str(errors::DETAIL_NAMES[e.detail as usize].as_bytes());
+            for (k, v) in [("stack", e.stack), ("alloc_stack", e.alloc_stack), ("first_free_stack", e.first_free_stack)]
+            {
+                out.raw(b",");
+                out.key(k);
+                if v == errors::NO_STACK || v >= nstacks {
+                    out.raw(b"null");
+                } else {
+                    out.num(v as u64);
+                }
+            }
+            out.raw(b"}");
+        }
+    };
+    if crash {
+        // SAFETY: crash path, torn reads accepted.
+        errors::with_kept_unlocked(|k| write_errors(out, k));
+    } else {
+        errors::with_kept(|k| write_errors(out, k));
+    }
+    out.raw(b"],\n");
+    out.key("complete");
+    out.raw(b"true}\n");
+}
+
+fn write_modules(out: &mut Out, crash: bool) {
+    out.key("modules");
+    out.raw(b"[");
+    let reg = modules::registry();
+    let guard = if crash { reg.try_lock() } else { Some(reg.lock()) };
+    if let Some(list) = guard {
+        for (i, m) in list.iter().enumerate() {
+            out.raw(if i == 0 { b"\n{" } else { b",\n{" });
+            out.key("path");
+            out.str(&m.path);
+            out.raw(b",");
+            out.key("build_id");
+            if m.build_id.is_empty() {
+                out.raw(b"null");
+            } else {
+                out.hex(&m.build_id);
+            }
+            out.raw(b",");
+            out.key("base");
+            out.num(m.base);
+            out.raw(b",");
+            out.key("segments");
+            out.raw(b"[");
+            for (j, s) in m.segments.iter().enumerate() {
+                if j > 0 {
+                    out.raw(b",");
+                }
+                out.raw(b"[");
+                out.num(s[0]);
+                out.raw(b",");
+                out.num(s[1]);
+                out.raw(b",");
+                out.num(s[2]);
+                out.raw(b"]");
+            }
+            out.raw(b"],");
+            out.key("loaded");
+            out.raw(if m.loaded { b"true}" } else { b"false}" });
+        }
+    }
+    out.raw(b"],\n");
+}

@@ -1,0 +1,550 @@
+//! The interposed entry points: the malloc family, C++ operator new/delete, `dlclose`, `_exit`/`_Exit`.
+//!
+//! Each hook decides first how to serve the call:
+//! - before the real functions are resolved (inside `dlsym`, or a constructor that ran before ours), from the
+//!   bootstrap arena;
+//! - while this thread is already inside the tracer (libc code that the tracer called, or a signal handler that
+//!   interrupted a hook), straight through, with the block marked internal;
+//! - otherwise traced: the real call, then the record, with errno preserved and panics contained.
+
+use crate::errors::FreeFn;
+use crate::real::{self, Real};
+use crate::record::{self, Settle};
+use crate::table::family;
+use crate::thread::{self, ThreadState};
+use core::ffi::{c_int, c_void};
+
+enum Mode {
+    Early,
+    Internal,
+    Traced(&'static mut ThreadState),
+}
+
+#[inline(always)]
+fn mode() -> Mode {
+    if !real::ready() && !real::ensure_init() {
+        return Mode::Early;
+    }
+    // SAFETY: the TLS block is valid for the thread's lifetime and only this thread touches it.
+    let t = unsafe { &mut *thread::current() };
+    if t.busy != 0 {
+        Mode::Internal
+    } else {
+        Mode::Traced(t)
+    }
+}
+
+#[inline(always)]
+fn real_fns() -> &'static Real {
+    // SAFETY: only called after mode() returned Internal or Traced, i.e. after initialisation.
+    unsafe { real::get() }
+}
+
+/// Runs tracer work with errno preserved and any panic contained (counted as a lost record).
+#[inline(always)]
+fn guarded<R: Default>(f: impl FnOnce() -> R) -> R {
+    let e = crate::sys::errno();
+    let r = std::panic::catch_unwind(core::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        crate::table::LOST.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        R::default()
+    });
+    crate::sys::set_errno(e);
+    r
+}
+
+impl Default for Settle {
+    fn default() -> Self {
+        Settle::Unknown
+    }
+}
+
+/// Allocation through `alloc`, recorded with family `fam` and size `size`.
+#[inline(always)]
+fn traced_alloc(size: usize, align: usize, fam: u8, alloc: impl FnOnce(&Real) -> *mut c_void) -> *mut c_void {
+    match mode() {
+        Mode::Early => real::arena_alloc(size, align),
+        Mode::Internal => {
+            let p = alloc(real_fns());
+            if !p.is_null() {
+                record::on_internal_alloc(p as u64, size as u64);
+            }
+            p
+        }
+        Mode::Traced(t) => {
+            t.busy = 1;
+            let p = alloc(real_fns());
+            if !p.is_null() {
+                guarded(|| record::on_alloc(t, p as u64, size as u64, fam));
+            }
+            t.busy = 0;
+            p
+        }
+    }
+}
+
+/// A release through `how`; returns whether the block should reach the real allocator.
+#[inline(always)]
+fn traced_free(p: *mut c_void, how: FreeFn) -> bool {
+    if p.is_null() || real::in_arena(p) {
+        return false;
+    }
+    match mode() {
+        Mode::Early => false,
+        Mode::Internal => {
+            if let Some(mut s) = crate::table::shard_of(p as u64).try_lock() {
+                s.remove(p as u64);
+            }
+            true
+        }
+        Mode::Traced(t) => {
+            t.busy = 1;
+            let s = guarded(|| record::on_free(t, p as u64, how));
+            t.busy = 0;
+            !matches!(s, Settle::Rejected)
+        }
+    }
+}
+
+#[inline(always)]
+fn release(p: *mut c_void, how: FreeFn) {
+    if traced_free(p, how) {
+        // SAFETY: a block the real allocator handed out, released once.
+        unsafe { (real_fns().free)(p) };
+    }
+}
+
+// ---- C ------------------------------------------------------------------------------------------------------
+
+/// `malloc(3)`.
+#[no_mangle]
+pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    // SAFETY: forwarding to the real malloc.
+    traced_alloc(size, 16, family::MALLOC, |r| unsafe { (r.malloc)(size) })
+}
+
+/// `free(3)`.
+#[no_mangle]
+pub extern "C" fn free(p: *mut c_void) {
+    release(p, FreeFn::Free);
+}
+
+/// `calloc(3)`.
+#[no_mangle]
+pub extern "C" fn calloc(n: usize, m: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(m) else {
+        crate::sys::set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    // SAFETY: forwarding to the real calloc (the arena is zeroed memory).
+    traced_alloc(total, 16, family::MALLOC, |r| unsafe { (r.calloc)(n, m) })
+}
+
+/// realloc/reallocarray: settle the old block first (another thread may be handed its address the moment the
+/// real realloc frees it), then record the new one; on failure put the old block back.
+fn realloc_common(p: *mut c_void, size: usize, how: FreeFn, call: impl FnOnce(&Real) -> *mut c_void) -> *mut c_void {
+    if p.is_null() {
+        return traced_alloc(size, 16, family::MALLOC, call);
+    }
+    if real::in_arena(p) {
+        let q = malloc(size);
+        if !q.is_null() {
+            // SAFETY: both blocks are valid for the copied length.
+            unsafe { core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, real::arena_size(p).min(size)) };
+        }
+        return q;
+    }
+    match mode() {
+        Mode::Early => core::ptr::null_mut(),
+        Mode::Internal => {
+            if let Some(mut s) = crate::table::shard_of(p as u64).try_lock() {
+                s.remove(p as u64);
+            }
+            let q = call(real_fns());
+            if !q.is_null() {
+                record::on_internal_alloc(q as u64, size as u64);
+            }
+            q
+        }
+        Mode::Traced(t) => {
+            t.busy = 1;
+            let settled = guarded(|| record::on_free(t, p as u64, how));
+            let q = match settled {
+                Settle::Rejected => {
+                    crate::sys::set_errno(libc::ENOMEM);
+                    core::ptr::null_mut()
+                }
+                Settle::Live(old) => {
+                    let q = call(real_fns());
+                    if !q.is_null() {
+                        guarded(|| record::on_alloc(t, q as u64, size as u64, family::MALLOC));
+                    } else if size != 0 {
+                        guarded(|| record::undo_free(t, old));
+                    }
+                    q
+                }
+                Settle::Unknown => {
+                    let q = call(real_fns());
+                    if !q.is_null() {
+                        guarded(|| record::on_alloc(t, q as u64, size as u64, family::MALLOC));
+                    }
+                    q
+                }
+            };
+            t.busy = 0;
+            q
+        }
+    }
+}
+
+/// `realloc(3)`.
+#[no_mangle]
+pub extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: forwarding to the real realloc.
+    realloc_common(p, size, FreeFn::Realloc, |r| unsafe { (r.realloc)(p, size) })
+}
+
+/// `reallocarray(3)`.
+#[no_mangle]
+pub extern "C" fn reallocarray(p: *mut c_void, n: usize, m: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(m) else {
+        crate::sys::set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    realloc_common(p, total, FreeFn::ReallocArray, |r| match r.reallocarray {
+        // SAFETY: forwarding to the real function.
+        Some(f) => unsafe { f(p, n, m) },
+        // SAFETY: as above; the product was checked.
+        None => unsafe { (r.realloc)(p, total) },
+    })
+}
+
+fn valid_align(a: usize) -> bool {
+    a.is_power_of_two()
+}
+
+/// `posix_memalign(3)`.
+///
+/// # Safety
+/// `out` must be a valid pointer, as for the real function.
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    if !valid_align(align) || align % core::mem::size_of::<usize>() != 0 {
+        return libc::EINVAL;
+    }
+    let mut rc = 0;
+    let p = traced_alloc(size, align, family::ALIGNED, |r| {
+        let mut q = core::ptr::null_mut();
+        // SAFETY: forwarding to the real function with a valid out-pointer.
+        rc = unsafe { (r.posix_memalign)(&mut q, align, size) };
+        q
+    });
+    if p.is_null() {
+        return if rc != 0 { rc } else { libc::ENOMEM };
+    }
+    // SAFETY: the caller's out-pointer.
+    unsafe { *out = p };
+    0
+}
+
+fn aligned_via(r: &Real, f: Option<unsafe extern "C" fn(usize, usize) -> *mut c_void>, a: usize, n: usize) -> *mut c_void {
+    match f {
+        // SAFETY: forwarding to the real function.
+        Some(f) => unsafe { f(a, n) },
+        None => {
+            let mut q = core::ptr::null_mut();
+            // SAFETY: forwarding with a valid out-pointer.
+            let rc = unsafe { (r.posix_memalign)(&mut q, a.max(core::mem::size_of::<usize>()), n) };
+            if rc != 0 {
+                crate::sys::set_errno(rc);
+            }
+            q
+        }
+    }
+}
+
+/// `aligned_alloc(3)`.
+#[no_mangle]
+pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !valid_align(align) {
+        crate::sys::set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    traced_alloc(size, align, family::ALIGNED, |r| aligned_via(r, r.aligned_alloc, align, size))
+}
+
+/// `memalign(3)`.
+#[no_mangle]
+pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    if !valid_align(align) {
+        crate::sys::set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    traced_alloc(size, align, family::ALIGNED, |r| aligned_via(r, r.memalign, align, size))
+}
+
+fn page() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// `valloc(3)`.
+#[no_mangle]
+pub extern "C" fn valloc(size: usize) -> *mut c_void {
+    let pg = page();
+    traced_alloc(size, pg, family::ALIGNED, |r| match r.valloc {
+        // SAFETY: forwarding.
+        Some(f) => unsafe { f(size) },
+        None => aligned_via(r, None, pg, size),
+    })
+}
+
+/// `pvalloc(3)`: the size is rounded up to whole pages, and recorded rounded (as Valgrind does).
+#[no_mangle]
+pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    let pg = page();
+    let Some(rounded) = size.checked_add(pg - 1).map(|s| (s & !(pg - 1)).max(pg)) else {
+        crate::sys::set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    traced_alloc(rounded, pg, family::ALIGNED, |r| match r.pvalloc {
+        // SAFETY: forwarding.
+        Some(f) => unsafe { f(size) },
+        None => aligned_via(r, None, pg, rounded),
+    })
+}
+
+/// `malloc_usable_size(3)`.
+#[no_mangle]
+pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    if real::in_arena(p) {
+        return real::arena_size(p);
+    }
+    if !real::ready() && !real::ensure_init() {
+        return 0;
+    }
+    match real_fns().malloc_usable_size {
+        // SAFETY: forwarding.
+        Some(f) => unsafe { f(p) },
+        None => crate::table::shard_of(p as u64).lock().get(p as u64).map_or(0, |b| b.size as usize),
+    }
+}
+
+// ---- C++ ----------------------------------------------------------------------------------------------------
+//
+// operator new is served by the real malloc/posix_memalign like Valgrind's replacement does; only when that
+// fails is the C++ runtime's own operator new called (with the family override set), so that the new-handler
+// loop runs and `std::bad_alloc` is thrown through this frame ("C-unwind").
+
+struct OverrideGuard(*mut ThreadState);
+impl Drop for OverrideGuard {
+    fn drop(&mut self) {
+        // SAFETY: the calling thread's own state.
+        unsafe { (*self.0).family_override = 0 };
+    }
+}
+
+fn with_override<R>(fam: u8, f: impl FnOnce() -> R) -> R {
+    let t = thread::current();
+    // SAFETY: the calling thread's own state.
+    unsafe { (*t).family_override = fam as u32 + 1 };
+    let _g = OverrideGuard(t);
+    f()
+}
+
+fn new_impl(size: usize, fam: u8, slow: Option<unsafe extern "C-unwind" fn(usize) -> *mut c_void>) -> *mut c_void {
+    // SAFETY: forwarding.
+    let p = traced_alloc(size, 16, fam, |r| unsafe { (r.malloc)(size) });
+    if !p.is_null() || !real::ready() {
+        return p;
+    }
+    match slow {
+        // SAFETY: the runtime's operator new; it may throw, which unwinds through us by design.
+        Some(f) => with_override(fam, || unsafe { f(size) }),
+        None => p,
+    }
+}
+
+fn new_aligned_impl(
+    size: usize,
+    align: usize,
+    fam: u8,
+    slow: Option<unsafe extern "C-unwind" fn(usize, usize) -> *mut c_void>,
+) -> *mut c_void {
+    let a = align.max(core::mem::size_of::<usize>());
+    let p = traced_alloc(size, a, fam, |r| {
+        let mut q = core::ptr::null_mut();
+        // SAFETY: forwarding with a valid out-pointer.
+        unsafe { (r.posix_memalign)(&mut q, a, size) };
+        q
+    });
+    if !p.is_null() || !real::ready() {
+        return p;
+    }
+    match slow {
+        // SAFETY: the runtime's operator new; it may throw.
+        Some(f) => with_override(fam, || unsafe { f(size, align) }),
+        None => p,
+    }
+}
+
+/// `operator new(size_t)`.
+#[no_mangle]
+pub extern "C-unwind" fn _Znwm(size: usize) -> *mut c_void {
+    new_impl(size, family::NEW, real::ready().then(|| real_fns().new).flatten())
+}
+
+/// `operator new[](size_t)`.
+#[no_mangle]
+pub extern "C-unwind" fn _Znam(size: usize) -> *mut c_void {
+    new_impl(size, family::NEW_ARRAY, real::ready().then(|| real_fns().new_array).flatten())
+}
+
+/// `operator new(size_t, const std::nothrow_t&)`.
+#[no_mangle]
+pub extern "C-unwind" fn _ZnwmRKSt9nothrow_t(size: usize, nt: *const c_void) -> *mut c_void {
+    let p = new_impl(size, family::NEW, None);
+    match (p.is_null() && real::ready()).then(|| real_fns().new_nothrow).flatten() {
+        // SAFETY: the runtime's nothrow operator new.
+        Some(f) => with_override(family::NEW, || unsafe { f(size, nt) }),
+        None => p,
+    }
+}
+
+/// `operator new[](size_t, const std::nothrow_t&)`.
+#[no_mangle]
+pub extern "C-unwind" fn _ZnamRKSt9nothrow_t(size: usize, nt: *const c_void) -> *mut c_void {
+    let p = new_impl(size, family::NEW_ARRAY, None);
+    match (p.is_null() && real::ready()).then(|| real_fns().new_array_nothrow).flatten() {
+        // SAFETY: the runtime's nothrow operator new[].
+        Some(f) => with_override(family::NEW_ARRAY, || unsafe { f(size, nt) }),
+        None => p,
+    }
+}
+
+/// `operator new(size_t, std::align_val_t)`.
+#[no_mangle]
+pub extern "C-unwind" fn _ZnwmSt11align_val_t(size: usize, align: usize) -> *mut c_void {
+    new_aligned_impl(size, align, family::NEW, real::ready().then(|| real_fns().new_align).flatten())
+}
+
+/// `operator new[](size_t, std::align_val_t)`.
+#[no_mangle]
+pub extern "C-unwind" fn _ZnamSt11align_val_t(size: usize, align: usize) -> *mut c_void {
+    new_aligned_impl(size, align, family::NEW_ARRAY, real::ready().then(|| real_fns().new_array_align).flatten())
+}
+
+/// `operator new(size_t, std::align_val_t, const std::nothrow_t&)`.
+#[no_mangle]
+pub extern "C-unwind" fn _ZnwmSt11align_val_tRKSt9nothrow_t(size: usize, align: usize, nt: *const c_void) -> *mut c_void {
+    let p = new_aligned_impl(size, align, family::NEW, None);
+    match (p.is_null() && real::ready()).then(|| real_fns().new_align_nothrow).flatten() {
+        // SAFETY: the runtime's function.
+        Some(f) => with_override(family::NEW, || unsafe { f(size, align, nt) }),
+        None => p,
+    }
+}
+
+/// `operator new[](size_t, std::align_val_t, const std::nothrow_t&)`.
+#[no_mangle]
+pub extern "C-unwind" fn _ZnamSt11align_val_tRKSt9nothrow_t(size: usize, align: usize, nt: *const c_void) -> *mut c_void {
+    let p = new_aligned_impl(size, align, family::NEW_ARRAY, None);
+    match (p.is_null() && real::ready()).then(|| real_fns().new_array_align_nothrow).flatten() {
+        // SAFETY: the runtime's function.
+        Some(f) => with_override(family::NEW_ARRAY, || unsafe { f(size, align, nt) }),
+        None => p,
+    }
+}
+
+macro_rules! delete_fn {
+    ($(#[$doc:meta] $name:ident ( $($arg:ident : $ty:ty),* ) => $how:expr;)*) => {$(
+        #[$doc]
+        #[no_mangle]
+        pub extern "C" fn $name(p: *mut c_void $(, $arg: $ty)*) {
+            $(let _ = $arg;)*
+            release(p, $how);
+        }
+    )*};
+}
+
+delete_fn! {
+    /// `operator delete(void*)`.
+    _ZdlPv() => FreeFn::Delete;
+    /// `operator delete[](void*)`.
+    _ZdaPv() => FreeFn::DeleteArray;
+    /// `operator delete(void*, size_t)`.
+    _ZdlPvm(size: usize) => FreeFn::Delete;
+    /// `operator delete[](void*, size_t)`.
+    _ZdaPvm(size: usize) => FreeFn::DeleteArray;
+    /// `operator delete(void*, const std::nothrow_t&)`.
+    _ZdlPvRKSt9nothrow_t(nt: *const c_void) => FreeFn::Delete;
+    /// `operator delete[](void*, const std::nothrow_t&)`.
+    _ZdaPvRKSt9nothrow_t(nt: *const c_void) => FreeFn::DeleteArray;
+    /// `operator delete(void*, std::align_val_t)`.
+    _ZdlPvSt11align_val_t(align: usize) => FreeFn::Delete;
+    /// `operator delete[](void*, std::align_val_t)`.
+    _ZdaPvSt11align_val_t(align: usize) => FreeFn::DeleteArray;
+    /// `operator delete(void*, size_t, std::align_val_t)`.
+    _ZdlPvmSt11align_val_t(size: usize, align: usize) => FreeFn::Delete;
+    /// `operator delete[](void*, size_t, std::align_val_t)`.
+    _ZdaPvmSt11align_val_t(size: usize, align: usize) => FreeFn::DeleteArray;
+    /// `operator delete(void*, std::align_val_t, const std::nothrow_t&)`.
+    _ZdlPvSt11align_val_tRKSt9nothrow_t(align: usize, nt: *const c_void) => FreeFn::Delete;
+    /// `operator delete[](void*, std::align_val_t, const std::nothrow_t&)`.
+    _ZdaPvSt11align_val_tRKSt9nothrow_t(align: usize, nt: *const c_void) => FreeFn::DeleteArray;
+}
+
+// ---- process and loader events ------------------------------------------------------------------------------
+
+/// `dlclose(3)`: remember the module map before the library goes, and drop cached unwind rules after.
+///
+/// # Safety
+/// As for the real dlclose.
+#[no_mangle]
+pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
+    if !real::ready() && !real::ensure_init() {
+        return -1;
+    }
+    let Some(f) = real_fns().dlclose else { return -1 };
+    // SAFETY: the calling thread's state.
+    let t = unsafe { &mut *thread::current() };
+    let was_busy = t.busy;
+    t.busy = 1;
+    if was_busy == 0 {
+        guarded(crate::modules::refresh);
+    }
+    t.busy = was_busy;
+    // SAFETY: forwarding.
+    let rc = unsafe { f(handle) };
+    crate::stack::invalidate();
+    rc
+}
+
+fn exit_now(code: c_int, f: Option<unsafe extern "C" fn(c_int) -> !>) -> ! {
+    crate::lifecycle::before_underscore_exit();
+    match f {
+        // SAFETY: the real _exit/_Exit.
+        Some(f) => unsafe { f(code) },
+        // SAFETY: exit_group never returns.
+        None => unsafe {
+            libc::syscall(libc::SYS_exit_group, code);
+            core::hint::unreachable_unchecked()
+        },
+    }
+}
+
+/// `_exit(2)`: the program skips exit handlers, so the dump is written here.
+#[no_mangle]
+pub extern "C" fn _exit(code: c_int) -> ! {
+    let f = (real::ready() || real::ensure_init()).then(|| real_fns().exit_).flatten();
+    exit_now(code, f)
+}
+
+/// `_Exit(2)`.
+#[no_mangle]
+pub extern "C" fn _Exit(code: c_int) -> ! {
+    let f = (real::ready() || real::ensure_init()).then(|| real_fns().exit_upper).flatten();
+    exit_now(code, f)
+}

@@ -1,0 +1,143 @@
+//! Stack interning: one id per distinct call stack, lock-free.
+//!
+//! Frames live in an append-only arena reserved up front (MAP_NORESERVE: only touched pages cost memory); ids
+//! are dense (0, 1, 2, …) so a dump writes `stacks` as an array indexed by id. Lookup is open addressing over a
+//! fixed table of `id + 1` values. An insert writes its frames first and publishes them with a CAS, so a reader
+//! that finds an id always sees complete frames. Two threads inserting the same new stack at once may both
+//! append it; the loser's copy is orphaned (harmless: a duplicate entry nobody references). When the arena or
+//! table is full, new stacks are counted as lost and their blocks get the empty stack 0.
+
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+const TABLE_BITS: u32 = 22; // 4M slots
+const TABLE_SLOTS: usize = 1 << TABLE_BITS;
+const MAX_STACKS: usize = TABLE_SLOTS * 3 / 4;
+const ARENA_WORDS: usize = 1 << 27; // 1 GiB of frames, reserved not committed
+
+static TABLE: AtomicPtr<AtomicU32> = AtomicPtr::new(core::ptr::null_mut());
+/// `offset + 1` of each id's record in the arena (0: being written).
+static OFFSETS: AtomicPtr<AtomicU64> = AtomicPtr::new(core::ptr::null_mut());
+static ARENA: AtomicPtr<u64> = AtomicPtr::new(core::ptr::null_mut());
+static ARENA_USED: AtomicUsize = AtomicUsize::new(0);
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+/// Stacks that could not be interned.
+pub static LOST: AtomicU64 = AtomicU64::new(0);
+/// Stacks cut at the depth limit.
+pub static TRUNCATED: AtomicU64 = AtomicU64::new(0);
+
+/// Reserves the arena and tables and interns the empty stack as id 0. Returns false when out of memory.
+pub fn init() -> bool {
+    let table = crate::heap::map_counted(TABLE_SLOTS * 4, true);
+    let offsets = crate::heap::map_counted(MAX_STACKS * 8, true);
+    let arena = crate::heap::map_counted(ARENA_WORDS * 8, true);
+    if table.is_null() || offsets.is_null() || arena.is_null() {
+        return false;
+    }
+    // Reserved address space is not memory in use; count only what is touched (roughly) later.
+    crate::heap::MAPPED.fetch_sub(TABLE_SLOTS * 4 + MAX_STACKS * 8 + ARENA_WORDS * 8, Ordering::Relaxed);
+    TABLE.store(table.cast(), Ordering::Release);
+    OFFSETS.store(offsets.cast(), Ordering::Release);
+    ARENA.store(arena.cast(), Ordering::Release);
+    let empty = intern(&[]);
+    debug_assert_eq!(empty, 0);
+    true
+}
+
+fn hash(frames: &[u64]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ frames.len() as u64;
+    for &f in frames {
+        h = (h ^ f).wrapping_mul(0x100_0000_01b3).rotate_left(29);
+    }
+    h ^ (h >> 31)
+}
+
+/// The frames of stack `id`, or None while it is still being written (or for an unknown id).
+pub fn get(id: u32) -> Option<&'static [u64]> {
+    let offsets = OFFSETS.load(Ordering::Acquire);
+    if offsets.is_null() || id >= NEXT_ID.load(Ordering::Acquire) || id as usize >= MAX_STACKS {
+        return None;
+    }
+    // SAFETY: id < MAX_STACKS, inside the reserved offsets array.
+    let off = unsafe { (*offsets.add(id as usize)).load(Ordering::Acquire) };
+    if off == 0 {
+        return None;
+    }
+    let arena = ARENA.load(Ordering::Relaxed);
+    // SAFETY: the record at `off - 1` was fully written before its offset was published (release/acquire).
+    unsafe {
+        let rec = arena.add(off as usize - 1);
+        let len = *rec as usize;
+        Some(core::slice::from_raw_parts(rec.add(1), len))
+    }
+}
+
+/// Number of ids handed out so far.
+pub fn count() -> u32 {
+    NEXT_ID.load(Ordering::Acquire).min(MAX_STACKS as u32)
+}
+
+/// The id of `frames`, interning it if new. 0 (the empty stack) when the tracer is out of room.
+pub fn intern(frames: &[u64]) -> u32 {
+    let table = TABLE.load(Ordering::Acquire);
+    if table.is_null() {
+        return 0;
+    }
+    let h = hash(frames);
+    let mask = TABLE_SLOTS - 1;
+    let mut i = (h as usize) & mask;
+    let mut mine: Option<u32> = None;
+    for _ in 0..TABLE_SLOTS {
+        // SAFETY: i <= mask, inside the table.
+        let slot = unsafe { &*table.add(i) };
+        let v = slot.load(Ordering::Acquire);
+        if v == 0 {
+            let id = match mine {
+                Some(id) => id,
+                None => match append(frames) {
+                    Some(id) => {
+                        mine = Some(id);
+                        id
+                    }
+                    None => {
+                        LOST.fetch_add(1, Ordering::Relaxed);
+                        return 0;
+                    }
+                },
+            };
+            match slot.compare_exchange(0, id + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return id,
+                Err(w) => {
+                    if get(w - 1) == Some(frames) {
+                        return w - 1;
+                    }
+                }
+            }
+        } else if get(v - 1) == Some(frames) {
+            return v - 1;
+        }
+        i = (i + 1) & mask;
+    }
+    LOST.fetch_add(1, Ordering::Relaxed);
+    0
+}
+
+fn append(frames: &[u64]) -> Option<u32> {
+    let words = frames.len() + 1;
+    let off = ARENA_USED.fetch_add(words, Ordering::Relaxed);
+    if off + words > ARENA_WORDS {
+        return None;
+    }
+    let id = NEXT_ID.fetch_add(1, Ordering::AcqRel);
+    if id as usize >= MAX_STACKS {
+        return None;
+    }
+    let arena = ARENA.load(Ordering::Relaxed);
+    // SAFETY: [off, off + words) was reserved for us by the fetch_add and lies in the arena.
+    unsafe {
+        let rec = arena.add(off);
+        *rec = frames.len() as u64;
+        core::ptr::copy_nonoverlapping(frames.as_ptr(), rec.add(1), frames.len());
+        (*OFFSETS.load(Ordering::Relaxed).add(id as usize)).store(off as u64 + 1, Ordering::Release);
+    }
+    Some(id)
+}

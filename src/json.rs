@@ -1,0 +1,99 @@
+//! A JSON writer that never allocates: a fixed buffer flushed with write(2).
+//!
+//! The same code writes normal dumps and crash dumps from a signal handler, where neither malloc nor stdio may
+//! be used; serde_json would need both. The reader side (the CLI) uses serde_json.
+
+use core::ffi::c_int;
+
+const BUF: usize = 1 << 16;
+
+/// A buffered writer to a file descriptor. Errors are sticky: after one failed write, `ok()` stays false.
+pub struct Out {
+    fd: c_int,
+    len: usize,
+    ok: bool,
+    buf: [u8; BUF],
+}
+
+impl Out {
+    /// An empty writer (the buffer lives in static storage; see `dump.rs`).
+    pub const fn new() -> Self {
+        Out { fd: -1, len: 0, ok: true, buf: [0; BUF] }
+    }
+
+    /// Starts writing to `fd`.
+    pub fn start(&mut self, fd: c_int) {
+        self.fd = fd;
+        self.len = 0;
+        self.ok = true;
+    }
+
+    /// Raw bytes.
+    pub fn raw(&mut self, b: &[u8]) {
+        if self.len + b.len() > BUF {
+            self.flush();
+            if b.len() > BUF {
+                self.ok &= crate::sys::write_all(self.fd, b);
+                return;
+            }
+        }
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+
+    /// A decimal number.
+    pub fn num(&mut self, v: u64) {
+        let mut b = [0u8; 20];
+        let s = crate::sys::fmt_u64(v, &mut b);
+        self.raw(s);
+    }
+
+    /// A JSON string. Invalid UTF-8 bytes are written as `\u00XX` so the output is always valid JSON.
+    pub fn str(&mut self, s: &[u8]) {
+        self.raw(b"\"");
+        let valid = core::str::from_utf8(s).is_ok();
+        for &c in s {
+            match c {
+                b'"' => self.raw(b"\\\""),
+                b'\\' => self.raw(b"\\\\"),
+                b'\n' => self.raw(b"\\n"),
+                c if c < 0x20 || (c >= 0x80 && !valid) => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    self.raw(&[b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
+                }
+                c => self.raw(&[c]),
+            }
+        }
+        self.raw(b"\"");
+    }
+
+    /// `"key":` — keys are trusted literals.
+    pub fn key(&mut self, k: &str) {
+        self.raw(b"\"");
+        self.raw(k.as_bytes());
+        self.raw(b"\":");
+    }
+
+    /// Lowercase hex digits, as a JSON string.
+    pub fn hex(&mut self, b: &[u8]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.raw(b"\"");
+        for &c in b {
+            self.raw(&[HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
+        }
+        self.raw(b"\"");
+    }
+
+    /// Writes out the buffer.
+    pub fn flush(&mut self) {
+        if self.len > 0 {
+            self.ok &= crate::sys::write_all(self.fd, &self.buf[..self.len]);
+            self.len = 0;
+        }
+    }
+
+    /// True while every write succeeded.
+    pub fn ok(&self) -> bool {
+        self.ok
+    }
+}

@@ -1,0 +1,199 @@
+//! What happens to each allocation and free: stack capture, the ledger entry, the totals, and error detection.
+//!
+//! Callers (the hooks) have set the thread's busy flag, so nothing here re-enters a hook's tracing path.
+
+use crate::config;
+use crate::counters;
+use crate::errors::{self, Detail, Error, FreeFn, Kind, NO_STACK};
+use crate::intern;
+use crate::stack;
+use crate::table::{self, family, Block};
+use crate::thread::{self, ThreadState};
+use core::sync::atomic::Ordering;
+
+/// Captures and interns the current stack with at most `depth` frames.
+#[inline(always)]
+fn stack_id(depth: u32) -> u32 {
+    if depth == 0 {
+        return 0;
+    }
+    let mut buf = [0u64; config::MAX_DEPTH];
+    let w = stack::walk(&mut buf[..depth as usize]);
+    if w.truncated {
+        intern::TRUNCATED.fetch_add(1, Ordering::Relaxed);
+    }
+    intern::intern(&buf[..w.len])
+}
+
+/// Draws the next sampling distance: exponential with mean `mean` bytes (Poisson process over bytes).
+fn next_sample_distance(t: &mut ThreadState, mean: u64) -> i64 {
+    if t.rng == 0 {
+        t.rng = (t.tid as u64 | 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ crate::sys::clock_ns(libc::CLOCK_MONOTONIC);
+        t.rng |= 1;
+    }
+    t.rng ^= t.rng << 13;
+    t.rng ^= t.rng >> 7;
+    t.rng ^= t.rng << 17;
+    let u = ((t.rng >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    (-(u.ln()) * mean as f64) as i64 + 1
+}
+
+/// Records a new block returned to the program.
+pub fn on_alloc(t: &mut ThreadState, p: u64, size: u64, fam: u8) {
+    let fam = if t.family_override != 0 { (t.family_override - 1) as u8 } else { fam };
+    counters::allocated(t, size);
+    let mean = config::SAMPLE.load(Ordering::Relaxed);
+    if mean != 0 {
+        t.sample_left -= size as i64;
+        if t.sample_left > 0 {
+            return;
+        }
+        thread::tid(t);
+        t.sample_left = next_sample_distance(t, mean);
+    }
+    let stack = stack_id(config::DEPTH.load(Ordering::Relaxed));
+    let tid = thread::tid(t);
+    let seq = thread::next_seq(t);
+    let b = Block::new(p, size, stack, tid, seq, fam);
+    if !table::shard_of(p).lock().insert(b) {
+        table::LOST.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Records a block the tracer's own work caused libc to allocate (settled silently, never counted).
+pub fn on_internal_alloc(p: u64, size: u64) {
+    let b = Block::new(p, size, 0, 0, 0, family::INTERNAL);
+    match table::shard_of(p).try_lock() {
+        Some(mut s) => {
+            if !s.insert(b) {
+                table::LOST.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // A signal handler allocating while this thread held the shard: the block goes unrecorded, and the
+        // lost count makes later frees of unknown pointers pass through instead of being rejected.
+        None => {
+            table::LOST.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether `fam` may be released by `how`.
+fn compatible(fam: u8, how: FreeFn) -> bool {
+    match fam {
+        family::MALLOC | family::ALIGNED => matches!(how, FreeFn::Free | FreeFn::Realloc | FreeFn::ReallocArray),
+        family::NEW => how == FreeFn::Delete,
+        family::NEW_ARRAY => how == FreeFn::DeleteArray,
+        _ => true,
+    }
+}
+
+/// Outcome of looking a freed pointer up.
+pub enum Settle {
+    /// A live block: removed from the ledger, counted; the caller passes it to the real allocator.
+    Live(Block),
+    /// Not ours to judge (sampling mode, or blocks were lost): pass it through untouched.
+    Unknown,
+    /// A double or invalid free, reported: the caller must NOT pass it on.
+    Rejected,
+}
+
+/// Settles a free of `p` (non-null) through `how`.
+pub fn on_free(t: &mut ThreadState, p: u64, how: FreeFn) -> Settle {
+    let sampling = config::SAMPLE.load(Ordering::Relaxed) != 0;
+    // The free stack is only kept for the double-free ring; sampling mode has no use for it.
+    let free_stack = if sampling { 0 } else { stack_id(config::FREE_DEPTH.load(Ordering::Relaxed)) };
+    let removed = {
+        let mut shard = table::shard_of(p).lock();
+        let r = shard.remove(p);
+        if let Some(b) = r {
+            if b.family() != family::INTERNAL && !sampling {
+                shard.remember_freed(b, free_stack);
+            }
+        }
+        r
+    };
+    match removed {
+        Some(b) if b.family() == family::INTERNAL => Settle::Live(b),
+        Some(b) => {
+            counters::freed(t, b.size);
+            if !compatible(b.family(), how) {
+                errors::report(Error {
+                    kind: Kind::MismatchedFree,
+                    addr: p,
+                    size: b.size,
+                    family: b.family(),
+                    freed_with: how,
+                    detail: Detail::None,
+                    tid: thread::tid(t),
+                    stack: free_stack,
+                    alloc_stack: b.stack,
+                    first_free_stack: NO_STACK,
+                });
+            }
+            Settle::Live(b)
+        }
+        None => {
+            if sampling {
+                counters::freed(t, 0);
+                return Settle::Unknown;
+            }
+            classify_bad_free(t, p, how, free_stack)
+        }
+    }
+}
+
+#[cold]
+fn classify_bad_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) -> Settle {
+    let freed = table::shard_of(p).lock().find_freed(p);
+    // The bad call itself deserves the full depth, not the shorter free-stack depth.
+    let stack = stack_id(config::DEPTH.load(Ordering::Relaxed).max(config::FREE_DEPTH.load(Ordering::Relaxed)));
+    let _ = free_stack;
+    let tid = thread::tid(t);
+    let mut e = Error {
+        kind: Kind::InvalidFree,
+        addr: p,
+        size: 0,
+        family: 0xff,
+        freed_with: how,
+        detail: Detail::NeverAllocated,
+        tid,
+        stack,
+        alloc_stack: NO_STACK,
+        first_free_stack: NO_STACK,
+    };
+    if let Some(f) = freed {
+        e.kind = Kind::DoubleFree;
+        e.detail = Detail::None;
+        e.size = f.block.size;
+        e.family = f.block.family();
+        e.alloc_stack = f.block.stack;
+        e.first_free_stack = f.free_stack;
+    } else if let Some(b) = table::find_containing(p) {
+        e.detail = Detail::Interior;
+        e.size = b.size;
+        e.family = b.family();
+        e.alloc_stack = b.stack;
+    } else if table::LOST.load(Ordering::Relaxed) != 0 {
+        // Some blocks went unrecorded: this may be one of them. Let the allocator have it.
+        counters::freed(t, 0);
+        return Settle::Unknown;
+    } else {
+        let here = &e as *const Error as u64;
+        let mut obj = crate::real::DlFindObject::zeroed();
+        if p.abs_diff(here) < (8 << 20) {
+            e.detail = Detail::Stack;
+        } else if stack::find_object(p as *mut core::ffi::c_void, &mut obj) {
+            e.detail = Detail::Static;
+        }
+    }
+    errors::report(e);
+    Settle::Rejected
+}
+
+/// Puts back a block whose release failed (realloc returned NULL for a non-zero size: the old block lives on).
+pub fn undo_free(t: &mut ThreadState, b: Block) {
+    counters::unfreed(t, b.size);
+    if !table::shard_of(b.addr).lock().insert(b) {
+        table::LOST.fetch_add(1, Ordering::Relaxed);
+    }
+}

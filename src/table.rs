@@ -1,0 +1,287 @@
+//! The ledger: every live block, sharded by address.
+//!
+//! 512 shards, each an open-addressing hash table (linear probing, backward-shift deletion, no tombstones) under
+//! its own spin lock. Addresses spread evenly over shards, so threads rarely meet on one lock and 8 threads
+//! scale. Each shard also keeps a small ring of recently freed blocks: when a pointer is freed again, the ring
+//! tells where it was allocated and where it was first freed. Shard tables grow by doubling into fresh mmap'd
+//! memory; when that fails the block is counted as lost instead of aborting the host.
+
+use crate::heap;
+use crate::lock::SpinLock;
+use core::sync::atomic::AtomicU64;
+
+const SHARD_BITS: u32 = 9;
+/// Number of shards.
+pub const SHARDS: usize = 1 << SHARD_BITS;
+const INITIAL_CAP: usize = 128;
+const RING: usize = 64;
+
+/// Allocator family stored with each block (indexes `allocators` in the dump).
+pub mod family {
+    /// malloc, calloc, realloc, reallocarray.
+    pub const MALLOC: u8 = 0;
+    /// posix_memalign, aligned_alloc, memalign, valloc, pvalloc (released with free).
+    pub const ALIGNED: u8 = 1;
+    /// operator new (all variants but arrays).
+    pub const NEW: u8 = 2;
+    /// operator new[].
+    pub const NEW_ARRAY: u8 = 3;
+    /// Made by a hook while the tracer itself was running (libc internals we called): settled silently,
+    /// never counted, never dumped.
+    pub const INTERNAL: u8 = 0xff;
+}
+
+/// One live block (32 bytes).
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+pub struct Block {
+    /// Address returned to the program (0: empty slot).
+    pub addr: u64,
+    /// Requested size.
+    pub size: u64,
+    /// Interned allocation stack.
+    pub stack: u32,
+    /// Allocating thread.
+    pub tid: u32,
+    /// Family in the top 8 bits, sequence number below.
+    pub seq_family: u64,
+}
+
+impl Block {
+    /// A block record.
+    pub fn new(addr: u64, size: u64, stack: u32, tid: u32, seq: u64, family: u8) -> Self {
+        Block { addr, size, stack, tid, seq_family: (seq & ((1 << 56) - 1)) | ((family as u64) << 56) }
+    }
+    /// The allocator family.
+    pub fn family(&self) -> u8 {
+        (self.seq_family >> 56) as u8
+    }
+    /// The sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq_family & ((1 << 56) - 1)
+    }
+}
+
+/// A recently freed block, kept to explain double frees.
+#[derive(Clone, Copy, Default)]
+pub struct Freed {
+    /// The block as it was when live.
+    pub block: Block,
+    /// Where it was freed.
+    pub free_stack: u32,
+}
+
+/// One shard's state.
+pub struct Shard {
+    slots: *mut Block,
+    cap: usize,
+    len: usize,
+    ring: [Freed; RING],
+    ring_next: usize,
+}
+
+// SAFETY: only touched under the shard's lock.
+unsafe impl Send for Shard {}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: SpinLock<Shard> = SpinLock::new(Shard {
+    slots: core::ptr::null_mut(),
+    cap: 0,
+    len: 0,
+    ring: [Freed { block: Block { addr: 0, size: 0, stack: 0, tid: 0, seq_family: 0 }, free_stack: 0 }; RING],
+    ring_next: 0,
+});
+
+#[repr(align(64))]
+struct Padded(SpinLock<Shard>);
+
+static TABLE: [Padded; SHARDS] = {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const P: Padded = Padded(EMPTY);
+    [P; SHARDS]
+};
+
+/// Blocks that could not be recorded (tracer out of memory).
+pub static LOST: AtomicU64 = AtomicU64::new(0);
+
+#[inline(always)]
+fn hash(addr: u64) -> u64 {
+    (addr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The shard lock for `addr`.
+#[inline(always)]
+pub fn shard_of(addr: u64) -> &'static SpinLock<Shard> {
+    &TABLE[(hash(addr) >> (64 - SHARD_BITS)) as usize].0
+}
+
+/// Every shard lock, for fork handling and whole-table walks.
+pub fn shard(i: usize) -> &'static SpinLock<Shard> {
+    &TABLE[i].0
+}
+
+impl Shard {
+    fn grow(&mut self) -> bool {
+        let new_cap = if self.cap == 0 { INITIAL_CAP } else { self.cap * 2 };
+        let bytes = new_cap * core::mem::size_of::<Block>();
+        let p = heap::map_counted(bytes, false) as *mut Block;
+        if p.is_null() {
+            return false;
+        }
+        let (old, old_cap) = (self.slots, self.cap);
+        self.slots = p;
+        self.cap = new_cap;
+        for i in 0..old_cap {
+            // SAFETY: i < old_cap, inside the old table.
+            let b = unsafe { *old.add(i) };
+            if b.addr != 0 {
+                self.place(b);
+            }
+        }
+        if !old.is_null() {
+            heap::unmap_counted(old.cast(), old_cap * core::mem::size_of::<Block>());
+        }
+        true
+    }
+
+    fn place(&mut self, b: Block) {
+        let mask = self.cap - 1;
+        let mut i = hash(b.addr) as usize & mask;
+        loop {
+            // SAFETY: i <= mask < cap.
+            let s = unsafe { &mut *self.slots.add(i) };
+            if s.addr == 0 || s.addr == b.addr {
+                *s = b;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Records a live block. False when the table could not grow (the block is then lost).
+    pub fn insert(&mut self, b: Block) -> bool {
+        if (self.len + 1) * 4 > self.cap * 3 && !self.grow() {
+            return false;
+        }
+        let mask = self.cap - 1;
+        let mut i = hash(b.addr) as usize & mask;
+        loop {
+            // SAFETY: i <= mask < cap.
+            let s = unsafe { &mut *self.slots.add(i) };
+            if s.addr == 0 {
+                *s = b;
+                self.len += 1;
+                return true;
+            }
+            if s.addr == b.addr {
+                // The allocator handed out an address we think is live: it was freed behind our back
+                // (a path we do not see). The new block replaces it.
+                *s = b;
+                return true;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Removes and returns the block at `addr`.
+    pub fn remove(&mut self, addr: u64) -> Option<Block> {
+        if self.cap == 0 {
+            return None;
+        }
+        let mask = self.cap - 1;
+        let mut i = hash(addr) as usize & mask;
+        loop {
+            // SAFETY: i <= mask < cap.
+            let s = unsafe { *self.slots.add(i) };
+            if s.addr == 0 {
+                return None;
+            }
+            if s.addr == addr {
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+        // SAFETY: i < cap.
+        let found = unsafe { *self.slots.add(i) };
+        // Backward-shift deletion keeps probe chains intact without tombstones.
+        let mut hole = i;
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            // SAFETY: j <= mask.
+            let s = unsafe { *self.slots.add(j) };
+            if s.addr == 0 {
+                break;
+            }
+            let home = hash(s.addr) as usize & mask;
+            // Move s into the hole if its home is not cyclically within (hole, j].
+            let between = if hole <= j { home > hole && home <= j } else { home > hole || home <= j };
+            if !between {
+                // SAFETY: hole and j are in range.
+                unsafe { *self.slots.add(hole) = s };
+                hole = j;
+            }
+        }
+        // SAFETY: hole is in range.
+        unsafe { *self.slots.add(hole) = Block::default() };
+        self.len -= 1;
+        Some(found)
+    }
+
+    /// Looks a live block up without removing it.
+    pub fn get(&self, addr: u64) -> Option<Block> {
+        if self.cap == 0 {
+            return None;
+        }
+        let mask = self.cap - 1;
+        let mut i = hash(addr) as usize & mask;
+        loop {
+            // SAFETY: i <= mask.
+            let s = unsafe { *self.slots.add(i) };
+            if s.addr == 0 {
+                return None;
+            }
+            if s.addr == addr {
+                return Some(s);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Remembers a freed block for double-free reports.
+    pub fn remember_freed(&mut self, block: Block, free_stack: u32) {
+        self.ring[self.ring_next] = Freed { block, free_stack };
+        self.ring_next = (self.ring_next + 1) % RING;
+    }
+
+    /// The most recent free of `addr` still in the ring.
+    pub fn find_freed(&self, addr: u64) -> Option<Freed> {
+        (1..=RING).map(|k| self.ring[(self.ring_next + RING - k) % RING]).find(|f| f.block.addr == addr && addr != 0)
+    }
+
+    /// Live blocks in this shard.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The occupied slots (live blocks, including internal ones).
+    pub fn blocks(&self) -> impl Iterator<Item = &Block> + '_ {
+        // SAFETY: slots has cap entries (or is null with cap 0).
+        let all: &[Block] =
+            if self.cap == 0 { &[] } else { unsafe { core::slice::from_raw_parts(self.slots, self.cap) } };
+        all.iter().filter(|b| b.addr != 0)
+    }
+}
+
+/// The live block containing `addr` (an interior pointer), found by scanning every shard. Error path only.
+pub fn find_containing(addr: u64) -> Option<Block> {
+    for i in 0..SHARDS {
+        let s = shard(i).lock();
+        let found =
+            s.blocks().find(|b| b.family() != family::INTERNAL && addr > b.addr && addr < b.addr + b.size).copied();
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}

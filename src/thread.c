@@ -1,0 +1,19 @@
+/* Per-thread state of the tracer, in initial-exec TLS: reaching it never allocates and never takes a loader lock
+ * (see build.rs). Zero-initialised, no destructor: a thread that exits leaves nothing behind. The layout is mirrored
+ * by `ThreadState` in src/thread.rs. */
+#include <stdint.h>
+
+struct hl_thread {
+    uint32_t busy;          /* non-zero while this thread is inside the tracer */
+    uint32_t tid;           /* kernel thread id, 0 until first needed */
+    uint64_t seq_next;      /* next sequence number of this thread's reserved range */
+    uint64_t seq_end;       /* end of the reserved range */
+    int64_t sample_left;    /* bytes until the next sampled allocation */
+    uint32_t stripe;        /* counter stripe, 0 until assigned (stored +1) */
+    uint32_t family_override; /* +1: the family of the next recorded allocation (operator new's slow path) */
+    uint64_t rng;           /* xorshift state for sampling */
+};
+
+static __thread struct hl_thread hl_tls __attribute__((tls_model("initial-exec")));
+
+struct hl_thread *heapledger_thread_state(void) { return &hl_tls; }

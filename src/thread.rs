@@ -1,0 +1,68 @@
+//! Per-thread state: the re-entrancy flag and the small caches the hot path needs.
+//!
+//! On Linux the storage lives in initial-exec TLS defined in `thread.c` (see build.rs for why not
+//! `thread_local!`). Everything here is plain data: no destructor runs at thread exit.
+
+/// Mirror of `struct hl_thread` in `thread.c`.
+#[repr(C)]
+pub struct ThreadState {
+    /// Non-zero while the thread runs tracer code; a hook entered then passes straight through.
+    pub busy: u32,
+    /// Kernel thread id, 0 until first needed.
+    pub tid: u32,
+    /// Next sequence number of the range reserved by this thread.
+    pub seq_next: u64,
+    /// End of the reserved range.
+    pub seq_end: u64,
+    /// Bytes left until the next sampled allocation (sampling mode).
+    pub sample_left: i64,
+    /// Counter stripe + 1 (0: not yet assigned).
+    pub stripe: u32,
+    /// Family + 1 for the next recorded allocation (operator new's failure path), 0 for none.
+    pub family_override: u32,
+    /// xorshift state for drawing sampling intervals.
+    pub rng: u64,
+}
+
+#[cfg(target_os = "linux")]
+extern "C" {
+    fn heapledger_thread_state() -> *mut ThreadState;
+}
+
+/// The calling thread's state. Never null, never allocates.
+#[inline(always)]
+pub fn current() -> *mut ThreadState {
+    // SAFETY: the C function only returns the address of an initial-exec TLS object.
+    unsafe { heapledger_thread_state() }
+}
+
+/// Sequence numbers are handed out in ranges so that threads do not bounce one counter between cores.
+const SEQ_BATCH: u64 = 1024;
+static SEQ: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
+/// The next allocation sequence number of this thread (ordered per thread, roughly global).
+#[inline]
+pub fn next_seq(t: &mut ThreadState) -> u64 {
+    if t.seq_next >= t.seq_end {
+        let start = SEQ.fetch_add(SEQ_BATCH, core::sync::atomic::Ordering::Relaxed);
+        t.seq_next = start;
+        t.seq_end = start + SEQ_BATCH;
+    }
+    let s = t.seq_next;
+    t.seq_next += 1;
+    s
+}
+
+/// The kernel thread id, cached.
+#[inline]
+pub fn tid(t: &mut ThreadState) -> u32 {
+    if t.tid == 0 {
+        t.tid = crate::sys::gettid();
+    }
+    t.tid
+}
+
+/// Forget cached per-thread facts that a fork makes wrong (the child's only thread has a new tid).
+pub fn after_fork_child(t: &mut ThreadState) {
+    t.tid = crate::sys::gettid();
+}
