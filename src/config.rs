@@ -115,7 +115,11 @@ fn copy_path(dst: &mut [u8; PATH_MAX], src: &[u8], absolute: bool) {
 pub fn load() {
     // SAFETY: called once during initialisation, before any reader (readers run after READY is published).
     unsafe {
-        copy_path(&mut *core::ptr::addr_of_mut!(OUT), env(c"HEAPLEDGER_OUT").unwrap_or(b"heapledger.%p.json"), true);
+        copy_path(
+            &mut *core::ptr::addr_of_mut!(OUT),
+            env(c"HEAPLEDGER_OUT").unwrap_or(b"heapledger.%p.json"),
+            true,
+        );
         if let Some(m) = env(c"HEAPLEDGER_MANIFEST") {
             copy_path(&mut *core::ptr::addr_of_mut!(MANIFEST), m, true);
         }
@@ -137,7 +141,11 @@ pub fn load() {
             Some(i) => (&s[..i], &s[i + 1..]),
             None => (s, &b""[..]),
         };
-        let secs = if int.is_empty() { Some(0) } else { parse_u64(int) };
+        let secs = if int.is_empty() {
+            Some(0)
+        } else {
+            parse_u64(int)
+        };
         let mut ms = secs.unwrap_or(0).saturating_mul(1000);
         let mut scale = 100;
         for &c in frac.iter().take(3) {

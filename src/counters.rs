@@ -1,7 +1,9 @@
-//! Totals counted the way Valgrind counts "total heap usage", in striped counters.
+//! Totals counted the way Valgrind counts "total heap usage".
 //!
-//! Each thread adds to one of 64 cache-line-sized stripes, assigned round-robin at its first allocation, so
-//! threads do not bounce a shared counter between cores. A dump sums the stripes.
+//! Recorded blocks are counted in their table shard, under the lock the hot path holds anyway (see
+//! `table::Shard::totals`). Events that touch no shard — unsampled allocations and frees in sampling mode — are
+//! counted here, in striped counters: each thread adds to one of 64 cache-line-sized stripes, assigned
+//! round-robin, so threads do not bounce one counter between cores. A dump sums both.
 
 use crate::thread::ThreadState;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -53,22 +55,20 @@ pub fn freed(t: &mut ThreadState, size: u64) {
     s.bytes_freed.fetch_add(size, Ordering::Relaxed);
 }
 
-/// Summed totals.
-#[derive(Default, Clone, Copy)]
-pub struct Totals {
-    /// Allocations.
-    pub allocations: u64,
-    /// Frees (rejected frees excluded).
-    pub frees: u64,
-    /// Bytes allocated.
-    pub bytes_allocated: u64,
-    /// Bytes of the blocks freed.
-    pub bytes_freed: u64,
-}
+pub use crate::table::Totals;
 
-/// The totals so far.
-pub fn totals() -> Totals {
+/// The totals so far: stripes plus every shard's own counts. `crash`: read shards without locking.
+pub fn totals(crash: bool) -> Totals {
     let mut t = Totals::default();
+    for i in 0..crate::table::SHARDS {
+        let shard = crate::table::shard(i);
+        if crash {
+            // SAFETY: crash path; a torn read of a counter is acceptable, waiting is not.
+            t.add(unsafe { &(*shard.get_unlocked()).totals });
+        } else {
+            t.add(&shard.lock().totals);
+        }
+    }
     for s in &STRIPE {
         t.allocations += s.allocations.load(Ordering::Relaxed);
         t.frees += s.frees.load(Ordering::Relaxed);
@@ -76,11 +76,4 @@ pub fn totals() -> Totals {
         t.bytes_freed += s.bytes_freed.load(Ordering::Relaxed);
     }
     t
-}
-
-/// Takes back a free that did not happen (realloc failed and the old block stays live).
-pub fn unfreed(t: &mut ThreadState, size: u64) {
-    let s = stripe(t);
-    s.frees.fetch_sub(1, Ordering::Relaxed);
-    s.bytes_freed.fetch_sub(size, Ordering::Relaxed);
 }

@@ -110,7 +110,11 @@ fn errno_name(e: i32) -> &'static [u8] {
 /// Writes a dump now. `crash` selects the async-signal-safe path (no allocation, no waiting on locks).
 /// Returns false (after one line on stderr) if the file could not be written.
 pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
-    let guard = if crash { WRITER.try_lock() } else { Some(WRITER.lock()) };
+    let guard = if crash {
+        WRITER.try_lock()
+    } else {
+        Some(WRITER.lock())
+    };
     let Some(mut out) = guard else { return false };
     if !crash {
         modules::refresh();
@@ -121,8 +125,12 @@ pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
     let plen = expand(crate::config::out_pattern(), pid, n, &mut path);
     let mut tmp = path;
     let mut tlen = plen;
-    for part in [&b".tmp."[..], sys::fmt_u64(pid as u64, &mut [0u8; 20]), b".", sys::fmt_u64(n as u64, &mut [0u8; 20])]
-    {
+    for part in [
+        &b".tmp."[..],
+        sys::fmt_u64(pid as u64, &mut [0u8; 20]),
+        b".",
+        sys::fmt_u64(n as u64, &mut [0u8; 20]),
+    ] {
         tmp[tlen..tlen + part.len()].copy_from_slice(part);
         tlen += part.len();
     }
@@ -141,7 +149,12 @@ pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
     }
     if fd < 0 {
         let e = sys::errno();
-        sys::eprint(&[b"heapledger: cannot write dump ", &path[..plen], b": ", errno_name(e)]);
+        sys::eprint(&[
+            b"heapledger: cannot write dump ",
+            &path[..plen],
+            b": ",
+            errno_name(e),
+        ]);
         return false;
     }
     out.start(fd);
@@ -154,13 +167,23 @@ pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
         if !ok {
             let e = sys::errno();
             libc::unlink(tmp.as_ptr().cast());
-            sys::eprint(&[b"heapledger: cannot write dump ", &path[..plen], b": ", errno_name(e)]);
+            sys::eprint(&[
+                b"heapledger: cannot write dump ",
+                &path[..plen],
+                b": ",
+                errno_name(e),
+            ]);
             return false;
         }
         if libc::rename(tmp.as_ptr().cast(), path.as_ptr().cast()) != 0 {
             let e = sys::errno();
             libc::unlink(tmp.as_ptr().cast());
-            sys::eprint(&[b"heapledger: cannot write dump ", &path[..plen], b": ", errno_name(e)]);
+            sys::eprint(&[
+                b"heapledger: cannot write dump ",
+                &path[..plen],
+                b": ",
+                errno_name(e),
+            ]);
             return false;
         }
     }
@@ -177,7 +200,11 @@ fn append_manifest(path: &[u8]) {
     buf[..m.len()].copy_from_slice(m);
     // SAFETY: buf is NUL-terminated (zeroed beyond m).
     let fd = unsafe {
-        libc::open(buf.as_ptr().cast(), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC, 0o600)
+        libc::open(
+            buf.as_ptr().cast(),
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+            0o600,
+        )
     };
     if fd >= 0 {
         let mut line = [0u8; PATH_MAX + 1];
@@ -219,7 +246,11 @@ fn copy_blocks() -> Option<Vec<Block>> {
         if v.try_reserve(s.len()).is_err() {
             return None;
         }
-        v.extend(s.blocks().filter(|b| b.family() != family::INTERNAL).copied());
+        v.extend(
+            s.blocks()
+                .filter(|b| b.family() != family::INTERNAL)
+                .copied(),
+        );
         drop(s);
         let pause = sys::clock_ns(libc::CLOCK_MONOTONIC) - start;
         MAX_PAUSE_NS.fetch_max(pause, Ordering::Relaxed);
@@ -250,7 +281,7 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
     // Take the live blocks and errors first: every stack id they name is then below the stack count read later.
     let blocks = if crash { None } else { copy_blocks() };
     let err_counts = errors::counts();
-    let totals = counters::totals();
+    let totals = counters::totals(crash);
     let (live_blocks, live_bytes) = match &blocks {
         Some(v) => (v.len() as u64, v.iter().map(|b| b.size).sum::<u64>()),
         None => {
@@ -291,7 +322,14 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
     out.raw(b",\n");
     let mut exe = [0u8; 4096];
     // SAFETY: readlink writes at most exe.len() bytes.
-    let elen = unsafe { libc::readlink(c"/proc/self/exe".as_ptr(), exe.as_mut_ptr().cast(), exe.len()) }.max(0);
+    let elen = unsafe {
+        libc::readlink(
+            c"/proc/self/exe".as_ptr(),
+            exe.as_mut_ptr().cast(),
+            exe.len(),
+        )
+    }
+    .max(0);
     out.key("exe");
     out.str(&exe[..elen as usize]);
     out.raw(b",");
@@ -299,7 +337,11 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
     out.raw(b"[");
     let mut cmd = [0u8; 8192];
     let clen = read_file(c"/proc/self/cmdline", &mut cmd);
-    let args = if clen > 0 && cmd[clen - 1] == 0 { &cmd[..clen - 1] } else { &cmd[..clen] };
+    let args = if clen > 0 && cmd[clen - 1] == 0 {
+        &cmd[..clen - 1]
+    } else {
+        &cmd[..clen]
+    };
     if !args.is_empty() {
         for (i, arg) in args.split(|&c| c == 0).enumerate() {
             if i > 0 {
@@ -415,7 +457,11 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
         }
         None => {
             for i in 0..table::SHARDS {
-                let guard = if crash { None } else { Some(table::shard(i).lock()) };
+                let guard = if crash {
+                    None
+                } else {
+                    Some(table::shard(i).lock())
+                };
                 // SAFETY: under the lock, or (crash path) an accepted torn read.
                 let s = match &guard {
                     Some(g) => &**g,
@@ -459,8 +505,11 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
             out.raw(b",");
             out.key("detail");
             out.str(errors::DETAIL_NAMES[e.detail as usize].as_bytes());
-            for (k, v) in [("stack", e.stack), ("alloc_stack", e.alloc_stack), ("first_free_stack", e.first_free_stack)]
-            {
+            for (k, v) in [
+                ("stack", e.stack),
+                ("alloc_stack", e.alloc_stack),
+                ("first_free_stack", e.first_free_stack),
+            ] {
                 out.raw(b",");
                 out.key(k);
                 if v == errors::NO_STACK || v >= nstacks {
@@ -487,7 +536,11 @@ fn write_modules(out: &mut Out, crash: bool) {
     out.key("modules");
     out.raw(b"[");
     let reg = modules::registry();
-    let guard = if crash { reg.try_lock() } else { Some(reg.lock()) };
+    let guard = if crash {
+        reg.try_lock()
+    } else {
+        Some(reg.lock())
+    };
     if let Some(list) = guard {
         for (i, m) in list.iter().enumerate() {
             out.raw(if i == 0 { b"\n{" } else { b",\n{" });

@@ -23,7 +23,12 @@ pub enum Kind {
 }
 
 /// Names used in the dump (`kind`).
-pub const KIND_NAMES: [&str; 4] = ["double_free", "invalid_free", "mismatched_free", "cross_heap_free"];
+pub const KIND_NAMES: [&str; 4] = [
+    "double_free",
+    "invalid_free",
+    "mismatched_free",
+    "cross_heap_free",
+];
 
 /// How the program released the block (`freed_with`).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -109,7 +114,12 @@ static STORE: SpinLock<Store> = SpinLock::new(Store {
     len: 0,
 });
 
-static COUNTS: [AtomicU64; 4] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+static COUNTS: [AtomicU64; 4] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
 /// Errors counted but not kept.
 pub static LOST: AtomicU64 = AtomicU64::new(0);
 

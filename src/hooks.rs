@@ -60,7 +60,12 @@ impl Default for Settle {
 
 /// Allocation through `alloc`, recorded with family `fam` and size `size`.
 #[inline(always)]
-fn traced_alloc(size: usize, align: usize, fam: u8, alloc: impl FnOnce(&Real) -> *mut c_void) -> *mut c_void {
+fn traced_alloc(
+    size: usize,
+    align: usize,
+    fam: u8,
+    alloc: impl FnOnce(&Real) -> *mut c_void,
+) -> *mut c_void {
     match mode() {
         Mode::Early => real::arena_alloc(size, align),
         Mode::Internal => {
@@ -73,8 +78,9 @@ fn traced_alloc(size: usize, align: usize, fam: u8, alloc: impl FnOnce(&Real) ->
         Mode::Traced(t) => {
             t.busy = 1;
             let p = alloc(real_fns());
-            if !p.is_null() {
-                guarded(|| record::on_alloc(t, p as u64, size as u64, fam));
+            if !p.is_null() && record::wants_entry(t, size as u64) {
+                let stack = record::stack_id(record::alloc_depth());
+                guarded(|| record::on_alloc(t, p as u64, size as u64, fam, stack));
             }
             t.busy = 0;
             p
@@ -98,7 +104,8 @@ fn traced_free(p: *mut c_void, how: FreeFn) -> bool {
         }
         Mode::Traced(t) => {
             t.busy = 1;
-            let s = guarded(|| record::on_free(t, p as u64, how));
+            let stack = record::stack_id(record::free_depth());
+            let s = guarded(|| record::on_free(t, p as u64, how, stack));
             t.busy = 0;
             !matches!(s, Settle::Rejected)
         }
@@ -141,7 +148,12 @@ pub extern "C" fn calloc(n: usize, m: usize) -> *mut c_void {
 
 /// realloc/reallocarray: settle the old block first (another thread may be handed its address the moment the
 /// real realloc frees it), then record the new one; on failure put the old block back.
-fn realloc_common(p: *mut c_void, size: usize, how: FreeFn, call: impl FnOnce(&Real) -> *mut c_void) -> *mut c_void {
+fn realloc_common(
+    p: *mut c_void,
+    size: usize,
+    how: FreeFn,
+    call: impl FnOnce(&Real) -> *mut c_void,
+) -> *mut c_void {
     if p.is_null() {
         return traced_alloc(size, 16, family::MALLOC, call);
     }
@@ -149,7 +161,13 @@ fn realloc_common(p: *mut c_void, size: usize, how: FreeFn, call: impl FnOnce(&R
         let q = malloc(size);
         if !q.is_null() {
             // SAFETY: both blocks are valid for the copied length.
-            unsafe { core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, real::arena_size(p).min(size)) };
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    p as *const u8,
+                    q as *mut u8,
+                    real::arena_size(p).min(size),
+                )
+            };
         }
         return q;
     }
@@ -167,7 +185,8 @@ fn realloc_common(p: *mut c_void, size: usize, how: FreeFn, call: impl FnOnce(&R
         }
         Mode::Traced(t) => {
             t.busy = 1;
-            let settled = guarded(|| record::on_free(t, p as u64, how));
+            let free_stack = record::stack_id(record::free_depth());
+            let settled = guarded(|| record::on_free(t, p as u64, how, free_stack));
             let q = match settled {
                 Settle::Rejected => {
                     crate::sys::set_errno(libc::ENOMEM);
@@ -176,16 +195,22 @@ fn realloc_common(p: *mut c_void, size: usize, how: FreeFn, call: impl FnOnce(&R
                 Settle::Live(old) => {
                     let q = call(real_fns());
                     if !q.is_null() {
-                        guarded(|| record::on_alloc(t, q as u64, size as u64, family::MALLOC));
+                        let stack = record::stack_id(record::alloc_depth());
+                        guarded(|| {
+                            record::on_alloc(t, q as u64, size as u64, family::MALLOC, stack)
+                        });
                     } else if size != 0 {
-                        guarded(|| record::undo_free(t, old));
+                        guarded(|| record::undo_free(old));
                     }
                     q
                 }
                 Settle::Unknown => {
                     let q = call(real_fns());
-                    if !q.is_null() {
-                        guarded(|| record::on_alloc(t, q as u64, size as u64, family::MALLOC));
+                    if !q.is_null() && record::wants_entry(t, size as u64) {
+                        let stack = record::stack_id(record::alloc_depth());
+                        guarded(|| {
+                            record::on_alloc(t, q as u64, size as u64, family::MALLOC, stack)
+                        });
                     }
                     q
                 }
@@ -200,7 +225,9 @@ fn realloc_common(p: *mut c_void, size: usize, how: FreeFn, call: impl FnOnce(&R
 #[no_mangle]
 pub extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: forwarding to the real realloc.
-    realloc_common(p, size, FreeFn::Realloc, |r| unsafe { (r.realloc)(p, size) })
+    realloc_common(p, size, FreeFn::Realloc, |r| unsafe {
+        (r.realloc)(p, size)
+    })
 }
 
 /// `reallocarray(3)`.
@@ -246,7 +273,12 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     0
 }
 
-fn aligned_via(r: &Real, f: Option<unsafe extern "C" fn(usize, usize) -> *mut c_void>, a: usize, n: usize) -> *mut c_void {
+fn aligned_via(
+    r: &Real,
+    f: Option<unsafe extern "C" fn(usize, usize) -> *mut c_void>,
+    a: usize,
+    n: usize,
+) -> *mut c_void {
     match f {
         // SAFETY: forwarding to the real function.
         Some(f) => unsafe { f(a, n) },
@@ -269,7 +301,9 @@ pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
         crate::sys::set_errno(libc::EINVAL);
         return core::ptr::null_mut();
     }
-    traced_alloc(size, align, family::ALIGNED, |r| aligned_via(r, r.aligned_alloc, align, size))
+    traced_alloc(size, align, family::ALIGNED, |r| {
+        aligned_via(r, r.aligned_alloc, align, size)
+    })
 }
 
 /// `memalign(3)`.
@@ -279,7 +313,9 @@ pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
         crate::sys::set_errno(libc::EINVAL);
         return core::ptr::null_mut();
     }
-    traced_alloc(size, align, family::ALIGNED, |r| aligned_via(r, r.memalign, align, size))
+    traced_alloc(size, align, family::ALIGNED, |r| {
+        aligned_via(r, r.memalign, align, size)
+    })
 }
 
 fn page() -> usize {
@@ -328,7 +364,10 @@ pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     match real_fns().malloc_usable_size {
         // SAFETY: forwarding.
         Some(f) => unsafe { f(p) },
-        None => crate::table::shard_of(p as u64).lock().get(p as u64).map_or(0, |b| b.size as usize),
+        None => crate::table::shard_of(p as u64)
+            .lock()
+            .get(p as u64)
+            .map_or(0, |b| b.size as usize),
     }
 }
 
@@ -338,23 +377,35 @@ pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
 // fails is the C++ runtime's own operator new called (with the family override set), so that the new-handler
 // loop runs and `std::bad_alloc` is thrown through this frame ("C-unwind").
 
-struct OverrideGuard(*mut ThreadState);
+/// Restores the previous override when the runtime's operator new returns or throws.
+struct OverrideGuard(*mut ThreadState, u32, u64);
 impl Drop for OverrideGuard {
     fn drop(&mut self) {
         // SAFETY: the calling thread's own state.
-        unsafe { (*self.0).family_override = 0 };
+        unsafe {
+            (*self.0).family_override = self.1;
+            (*self.0).override_size = self.2;
+        }
     }
 }
 
-fn with_override<R>(fam: u8, f: impl FnOnce() -> R) -> R {
+fn with_override<R>(fam: u8, size: usize, f: impl FnOnce() -> R) -> R {
     let t = thread::current();
     // SAFETY: the calling thread's own state.
-    unsafe { (*t).family_override = fam as u32 + 1 };
-    let _g = OverrideGuard(t);
+    let _g = unsafe {
+        let g = OverrideGuard(t, (*t).family_override, (*t).override_size);
+        (*t).family_override = fam as u32 + 1;
+        (*t).override_size = size as u64;
+        g
+    };
     f()
 }
 
-fn new_impl(size: usize, fam: u8, slow: Option<unsafe extern "C-unwind" fn(usize) -> *mut c_void>) -> *mut c_void {
+fn new_impl(
+    size: usize,
+    fam: u8,
+    slow: Option<unsafe extern "C-unwind" fn(usize) -> *mut c_void>,
+) -> *mut c_void {
     // SAFETY: forwarding.
     let p = traced_alloc(size, 16, fam, |r| unsafe { (r.malloc)(size) });
     if !p.is_null() || !real::ready() {
@@ -362,7 +413,7 @@ fn new_impl(size: usize, fam: u8, slow: Option<unsafe extern "C-unwind" fn(usize
     }
     match slow {
         // SAFETY: the runtime's operator new; it may throw, which unwinds through us by design.
-        Some(f) => with_override(fam, || unsafe { f(size) }),
+        Some(f) => with_override(fam, size, || unsafe { f(size) }),
         None => p,
     }
 }
@@ -385,7 +436,7 @@ fn new_aligned_impl(
     }
     match slow {
         // SAFETY: the runtime's operator new; it may throw.
-        Some(f) => with_override(fam, || unsafe { f(size, align) }),
+        Some(f) => with_override(fam, size, || unsafe { f(size, align) }),
         None => p,
     }
 }
@@ -393,22 +444,33 @@ fn new_aligned_impl(
 /// `operator new(size_t)`.
 #[no_mangle]
 pub extern "C-unwind" fn _Znwm(size: usize) -> *mut c_void {
-    new_impl(size, family::NEW, real::ready().then(|| real_fns().new).flatten())
+    new_impl(
+        size,
+        family::NEW,
+        real::ready().then(|| real_fns().new).flatten(),
+    )
 }
 
 /// `operator new[](size_t)`.
 #[no_mangle]
 pub extern "C-unwind" fn _Znam(size: usize) -> *mut c_void {
-    new_impl(size, family::NEW_ARRAY, real::ready().then(|| real_fns().new_array).flatten())
+    new_impl(
+        size,
+        family::NEW_ARRAY,
+        real::ready().then(|| real_fns().new_array).flatten(),
+    )
 }
 
 /// `operator new(size_t, const std::nothrow_t&)`.
 #[no_mangle]
 pub extern "C-unwind" fn _ZnwmRKSt9nothrow_t(size: usize, nt: *const c_void) -> *mut c_void {
     let p = new_impl(size, family::NEW, None);
-    match (p.is_null() && real::ready()).then(|| real_fns().new_nothrow).flatten() {
+    match (p.is_null() && real::ready())
+        .then(|| real_fns().new_nothrow)
+        .flatten()
+    {
         // SAFETY: the runtime's nothrow operator new.
-        Some(f) => with_override(family::NEW, || unsafe { f(size, nt) }),
+        Some(f) => with_override(family::NEW, size, || unsafe { f(size, nt) }),
         None => p,
     }
 }
@@ -417,9 +479,12 @@ pub extern "C-unwind" fn _ZnwmRKSt9nothrow_t(size: usize, nt: *const c_void) -> 
 #[no_mangle]
 pub extern "C-unwind" fn _ZnamRKSt9nothrow_t(size: usize, nt: *const c_void) -> *mut c_void {
     let p = new_impl(size, family::NEW_ARRAY, None);
-    match (p.is_null() && real::ready()).then(|| real_fns().new_array_nothrow).flatten() {
+    match (p.is_null() && real::ready())
+        .then(|| real_fns().new_array_nothrow)
+        .flatten()
+    {
         // SAFETY: the runtime's nothrow operator new[].
-        Some(f) => with_override(family::NEW_ARRAY, || unsafe { f(size, nt) }),
+        Some(f) => with_override(family::NEW_ARRAY, size, || unsafe { f(size, nt) }),
         None => p,
     }
 }
@@ -427,33 +492,57 @@ pub extern "C-unwind" fn _ZnamRKSt9nothrow_t(size: usize, nt: *const c_void) -> 
 /// `operator new(size_t, std::align_val_t)`.
 #[no_mangle]
 pub extern "C-unwind" fn _ZnwmSt11align_val_t(size: usize, align: usize) -> *mut c_void {
-    new_aligned_impl(size, align, family::NEW, real::ready().then(|| real_fns().new_align).flatten())
+    new_aligned_impl(
+        size,
+        align,
+        family::NEW,
+        real::ready().then(|| real_fns().new_align).flatten(),
+    )
 }
 
 /// `operator new[](size_t, std::align_val_t)`.
 #[no_mangle]
 pub extern "C-unwind" fn _ZnamSt11align_val_t(size: usize, align: usize) -> *mut c_void {
-    new_aligned_impl(size, align, family::NEW_ARRAY, real::ready().then(|| real_fns().new_array_align).flatten())
+    new_aligned_impl(
+        size,
+        align,
+        family::NEW_ARRAY,
+        real::ready().then(|| real_fns().new_array_align).flatten(),
+    )
 }
 
 /// `operator new(size_t, std::align_val_t, const std::nothrow_t&)`.
 #[no_mangle]
-pub extern "C-unwind" fn _ZnwmSt11align_val_tRKSt9nothrow_t(size: usize, align: usize, nt: *const c_void) -> *mut c_void {
+pub extern "C-unwind" fn _ZnwmSt11align_val_tRKSt9nothrow_t(
+    size: usize,
+    align: usize,
+    nt: *const c_void,
+) -> *mut c_void {
     let p = new_aligned_impl(size, align, family::NEW, None);
-    match (p.is_null() && real::ready()).then(|| real_fns().new_align_nothrow).flatten() {
+    match (p.is_null() && real::ready())
+        .then(|| real_fns().new_align_nothrow)
+        .flatten()
+    {
         // SAFETY: the runtime's function.
-        Some(f) => with_override(family::NEW, || unsafe { f(size, align, nt) }),
+        Some(f) => with_override(family::NEW, size, || unsafe { f(size, align, nt) }),
         None => p,
     }
 }
 
 /// `operator new[](size_t, std::align_val_t, const std::nothrow_t&)`.
 #[no_mangle]
-pub extern "C-unwind" fn _ZnamSt11align_val_tRKSt9nothrow_t(size: usize, align: usize, nt: *const c_void) -> *mut c_void {
+pub extern "C-unwind" fn _ZnamSt11align_val_tRKSt9nothrow_t(
+    size: usize,
+    align: usize,
+    nt: *const c_void,
+) -> *mut c_void {
     let p = new_aligned_impl(size, align, family::NEW_ARRAY, None);
-    match (p.is_null() && real::ready()).then(|| real_fns().new_array_align_nothrow).flatten() {
+    match (p.is_null() && real::ready())
+        .then(|| real_fns().new_array_align_nothrow)
+        .flatten()
+    {
         // SAFETY: the runtime's function.
-        Some(f) => with_override(family::NEW_ARRAY, || unsafe { f(size, align, nt) }),
+        Some(f) => with_override(family::NEW_ARRAY, size, || unsafe { f(size, align, nt) }),
         None => p,
     }
 }
@@ -507,7 +596,9 @@ pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
     if !real::ready() && !real::ensure_init() {
         return -1;
     }
-    let Some(f) = real_fns().dlclose else { return -1 };
+    let Some(f) = real_fns().dlclose else {
+        return -1;
+    };
     // SAFETY: the calling thread's state.
     let t = unsafe { &mut *thread::current() };
     let was_busy = t.busy;
@@ -538,13 +629,17 @@ fn exit_now(code: c_int, f: Option<unsafe extern "C" fn(c_int) -> !>) -> ! {
 /// `_exit(2)`: the program skips exit handlers, so the dump is written here.
 #[no_mangle]
 pub extern "C" fn _exit(code: c_int) -> ! {
-    let f = (real::ready() || real::ensure_init()).then(|| real_fns().exit_).flatten();
+    let f = (real::ready() || real::ensure_init())
+        .then(|| real_fns().exit_)
+        .flatten();
     exit_now(code, f)
 }
 
 /// `_Exit(2)`.
 #[no_mangle]
 pub extern "C" fn _Exit(code: c_int) -> ! {
-    let f = (real::ready() || real::ensure_init()).then(|| real_fns().exit_upper).flatten();
+    let f = (real::ready() || real::ensure_init())
+        .then(|| real_fns().exit_upper)
+        .flatten();
     exit_now(code, f)
 }

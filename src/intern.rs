@@ -34,7 +34,10 @@ pub fn init() -> bool {
         return false;
     }
     // Reserved address space is not memory in use; count only what is touched (roughly) later.
-    crate::heap::MAPPED.fetch_sub(TABLE_SLOTS * 4 + MAX_STACKS * 8 + ARENA_WORDS * 8, Ordering::Relaxed);
+    crate::heap::MAPPED.fetch_sub(
+        TABLE_SLOTS * 4 + MAX_STACKS * 8 + ARENA_WORDS * 8,
+        Ordering::Relaxed,
+    );
     TABLE.store(table.cast(), Ordering::Release);
     OFFSETS.store(offsets.cast(), Ordering::Release);
     ARENA.store(arena.cast(), Ordering::Release);
@@ -137,7 +140,8 @@ fn append(frames: &[u64]) -> Option<u32> {
         let rec = arena.add(off);
         *rec = frames.len() as u64;
         core::ptr::copy_nonoverlapping(frames.as_ptr(), rec.add(1), frames.len());
-        (*OFFSETS.load(Ordering::Relaxed).add(id as usize)).store(off as u64 + 1, Ordering::Release);
+        (*OFFSETS.load(Ordering::Relaxed).add(id as usize))
+            .store(off as u64 + 1, Ordering::Release);
     }
     Some(id)
 }

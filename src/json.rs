@@ -18,7 +18,12 @@ pub struct Out {
 impl Out {
     /// An empty writer (the buffer lives in static storage; see `dump.rs`).
     pub const fn new() -> Self {
-        Out { fd: -1, len: 0, ok: true, buf: [0; BUF] }
+        Out {
+            fd: -1,
+            len: 0,
+            ok: true,
+            buf: [0; BUF],
+        }
     }
 
     /// Starts writing to `fd`.
@@ -59,7 +64,14 @@ impl Out {
                 b'\n' => self.raw(b"\\n"),
                 c if c < 0x20 || (c >= 0x80 && !valid) => {
                     const HEX: &[u8; 16] = b"0123456789abcdef";
-                    self.raw(&[b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
+                    self.raw(&[
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[(c >> 4) as usize],
+                        HEX[(c & 15) as usize],
+                    ]);
                 }
                 c => self.raw(&[c]),
             }

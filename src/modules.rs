@@ -30,7 +30,13 @@ pub fn registry() -> &'static SpinLock<Vec<Module>> {
 fn exe_path() -> Vec<u8> {
     let mut buf = [0u8; 4096];
     // SAFETY: readlink writes at most buf.len() bytes.
-    let n = unsafe { libc::readlink(c"/proc/self/exe".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::readlink(
+            c"/proc/self/exe".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     if n <= 0 {
         return Vec::new();
     }
@@ -47,7 +53,11 @@ unsafe fn build_id(base: u64, vaddr: u64, memsz: u64) -> Option<Vec<u8>> {
     while p + 12 <= end {
         // SAFETY: inside the note segment per the caller's contract.
         let (namesz, descsz, ty) = unsafe {
-            (*(p as *const u32) as u64, *((p + 4) as *const u32) as u64, *((p + 8) as *const u32))
+            (
+                *(p as *const u32) as u64,
+                *((p + 4) as *const u32) as u64,
+                *((p + 8) as *const u32),
+            )
         };
         let name = p + 12;
         let desc = name + ((namesz + 3) & !3);
@@ -57,7 +67,9 @@ unsafe fn build_id(base: u64, vaddr: u64, memsz: u64) -> Option<Vec<u8>> {
         }
         // SAFETY: name and desc lie inside the segment (checked against `end`).
         if ty == 3 && namesz == 4 && unsafe { *(name as *const [u8; 4]) } == *b"GNU\0" {
-            return Some(unsafe { core::slice::from_raw_parts(desc as *const u8, descsz as usize) }.to_vec());
+            return Some(
+                unsafe { core::slice::from_raw_parts(desc as *const u8, descsz as usize) }.to_vec(),
+            );
         }
         p = next;
     }
@@ -70,13 +82,20 @@ fn collect() -> Vec<Module> {
         // SAFETY: valid per dl_iterate_phdr's contract; data is our Vec.
         let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<Module>)) };
         // SAFETY: dlpi_name is a NUL-terminated string (possibly empty).
-        let name =
-            if info.dlpi_name.is_null() { &b""[..] } else { unsafe { core::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes() };
+        let name = if info.dlpi_name.is_null() {
+            &b""[..]
+        } else {
+            unsafe { core::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes()
+        };
         if name.starts_with(b"linux-vdso") || name.starts_with(b"linux-gate") {
             return 0;
         }
         let mut m = Module {
-            path: if name.is_empty() { exe_path() } else { name.to_vec() },
+            path: if name.is_empty() {
+                exe_path()
+            } else {
+                name.to_vec()
+            },
             build_id: Vec::new(),
             base: info.dlpi_addr,
             segments: Vec::new(),

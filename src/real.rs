@@ -206,7 +206,11 @@ extern "C" {
     fn libc_realloc(p: *mut c_void, n: usize) -> *mut c_void;
 }
 
-unsafe extern "C" fn libc_posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+unsafe extern "C" fn libc_posix_memalign(
+    out: *mut *mut c_void,
+    align: usize,
+    size: usize,
+) -> c_int {
     extern "C" {
         #[link_name = "__libc_memalign"]
         fn libc_memalign(align: usize, n: usize) -> *mut c_void;
@@ -259,7 +263,12 @@ pub fn arena_alloc(size: usize, align: usize) -> *mut c_void {
             ARENA_EXHAUSTED.store(start as *mut c_void, Ordering::Relaxed);
             return core::ptr::null_mut();
         }
-        match ARENA_USED.compare_exchange_weak(used, end - arena_base(), Ordering::AcqRel, Ordering::Relaxed) {
+        match ARENA_USED.compare_exchange_weak(
+            used,
+            end - arena_base(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
             Ok(_) => {
                 // SAFETY: [start-16, end) lies inside the arena and was reserved by the CAS for us alone;
                 // the arena is static zeroed memory that is never reused, so the block is already zero.

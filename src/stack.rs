@@ -29,7 +29,11 @@ struct Slot {
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
-const EMPTY_SLOT: Slot = Slot { seq: AtomicU32::new(0), key: AtomicU64::new(0), val: AtomicU64::new(0) };
+const EMPTY_SLOT: Slot = Slot {
+    seq: AtomicU32::new(0),
+    key: AtomicU64::new(0),
+    val: AtomicU64::new(0),
+};
 static CACHE: [Slot; CACHE_SLOTS] = [EMPTY_SLOT; CACHE_SLOTS];
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 static SELF_LO: AtomicUsize = AtomicUsize::new(0);
@@ -103,7 +107,11 @@ fn find_object_phdr(addr: usize, out: &mut real::DlFindObject) -> bool {
         }
         0
     }
-    let mut q = Q { addr, out, found: false };
+    let mut q = Q {
+        addr,
+        out,
+        found: false,
+    };
     // SAFETY: the callback only reads the headers it is given.
     unsafe { libc::dl_iterate_phdr(Some(cb), (&mut q as *mut Q).cast()) };
     q.found
@@ -139,7 +147,8 @@ pub struct Walk {
 }
 
 /// Records the calling thread's return addresses, innermost first, skipping the tracer's own frames.
-#[inline(never)]
+/// Inlined into the hooks (see `record::stack_id`); contains no panic site.
+#[inline(always)]
 pub fn walk(out: &mut [u64]) -> Walk {
     let mut r = capture();
     let gen = GENERATION.load(Ordering::Acquire);
@@ -186,12 +195,16 @@ pub fn walk(out: &mut [u64]) -> Walk {
         if is_self(r.pc) {
             continue;
         }
-        if n == out.len() {
+        let Some(slot) = out.get_mut(n) else {
             truncated = true;
             break;
-        }
+        };
         // Symbolizers look up `pc - 1`; an interrupted pc is stored + 1 so that they land on it.
-        out[n] = if kind == KIND_SIGRETURN { r.pc + 1 } else { r.pc };
+        *slot = if kind == KIND_SIGRETURN {
+            r.pc + 1
+        } else {
+            r.pc
+        };
         n += 1;
     }
     Walk { len: n, truncated }
@@ -211,9 +224,14 @@ fn rule_for(lookup: u64, pc: u64, gen: u64) -> u64 {
             return v;
         }
     }
-    let v = rule_slow(lookup, pc);
+    // gimli is not ours to prove panic-free: contain it here, where it is cold.
+    let v = std::panic::catch_unwind(|| rule_slow(lookup, pc)).unwrap_or(STOP);
     // Publish unless another thread is writing this slot right now (then simply skip caching).
-    if slot.seq.compare_exchange(s1 & !1, (s1 & !1) + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+    if slot
+        .seq
+        .compare_exchange(s1 & !1, (s1 & !1) + 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
         slot.key.store(key, Ordering::Relaxed);
         slot.val.store(v, Ordering::Relaxed);
         slot.seq.store((s1 & !1) + 2, Ordering::Release);
@@ -248,7 +266,10 @@ fn rule_slow(lookup: u64, pc: u64) -> u64 {
 }
 
 fn eval_fde(lookup: u64, obj: &real::DlFindObject) -> u64 {
-    use gimli::{BaseAddresses, CfaRule, EhFrame, EhFrameHdr, LittleEndian, Pointer, RegisterRule, UnwindContext, UnwindSection};
+    use gimli::{
+        BaseAddresses, CfaRule, EhFrame, EhFrameHdr, LittleEndian, Pointer, RegisterRule,
+        UnwindContext, UnwindSection,
+    };
     const RSP: gimli::Register = gimli::X86_64::RSP;
     const RBP: gimli::Register = gimli::X86_64::RBP;
     const RA: gimli::Register = gimli::X86_64::RA;
@@ -260,7 +281,8 @@ fn eval_fde(lookup: u64, obj: &real::DlFindObject) -> u64 {
     }
     // SAFETY: .eh_frame_hdr and .eh_frame lie in the object's mapping, which stays mapped while we read
     // (an object being unloaded concurrently with its own code running would be the program's bug).
-    let hdr_data = unsafe { core::slice::from_raw_parts(hdr_addr as *const u8, (end - hdr_addr) as usize) };
+    let hdr_data =
+        unsafe { core::slice::from_raw_parts(hdr_addr as *const u8, (end - hdr_addr) as usize) };
     let bases = BaseAddresses::default().set_eh_frame_hdr(hdr_addr);
     let Ok(parsed) = EhFrameHdr::new(hdr_data, LittleEndian).parse(&bases, 8) else {
         return STOP;
@@ -273,15 +295,21 @@ fn eval_fde(lookup: u64, obj: &real::DlFindObject) -> u64 {
         return STOP;
     }
     // SAFETY: as above.
-    let eh_data = unsafe { core::slice::from_raw_parts(eh_addr as *const u8, (end - eh_addr) as usize) };
+    let eh_data =
+        unsafe { core::slice::from_raw_parts(eh_addr as *const u8, (end - eh_addr) as usize) };
     let eh_frame = EhFrame::new(eh_data, LittleEndian);
     let bases = bases.set_eh_frame(eh_addr).set_text(obj.map_start as u64);
     let Some(table) = parsed.table() else {
         return STOP;
     };
     let mut ctx = UnwindContext::new();
-    let Ok(row) = table.unwind_info_for_address(&eh_frame, &bases, &mut ctx, lookup, EhFrame::cie_from_offset)
-    else {
+    let Ok(row) = table.unwind_info_for_address(
+        &eh_frame,
+        &bases,
+        &mut ctx,
+        lookup,
+        EhFrame::cie_from_offset,
+    ) else {
         return STOP;
     };
     let (cfa_reg, cfa_off) = match row.cfa() {
@@ -304,5 +332,9 @@ fn eval_fde(lookup: u64, obj: &real::DlFindObject) -> u64 {
         RegisterRule::Undefined | RegisterRule::SameValue => (0, 0),
         _ => return STOP,
     };
-    KIND_NORMAL | (cfa_reg << 8) | (rbp_kind << 9) | ((rbp_off as u16 as u64) << 16) | ((cfa_off as u32 as u64) << 32)
+    KIND_NORMAL
+        | (cfa_reg << 8)
+        | (rbp_kind << 9)
+        | ((rbp_off as u16 as u64) << 16)
+        | ((cfa_off as u32 as u64) << 32)
 }

@@ -12,6 +12,7 @@ struct hl_thread {
     uint32_t stripe;        /* counter stripe, 0 until assigned (stored +1) */
     uint32_t family_override; /* +1: the family of the next recorded allocation (operator new's slow path) */
     uint64_t rng;           /* xorshift state for sampling */
+    uint64_t override_size; /* the family override applies to an allocation of exactly this size */
 };
 
 static __thread struct hl_thread hl_tls __attribute__((tls_model("initial-exec")));

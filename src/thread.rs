@@ -22,6 +22,9 @@ pub struct ThreadState {
     pub family_override: u32,
     /// xorshift state for drawing sampling intervals.
     pub rng: u64,
+    /// The family override applies only to an allocation of exactly this size (not, say, to the exception
+    /// object that the C++ runtime allocates when it throws `bad_alloc`).
+    pub override_size: u64,
 }
 
 #[cfg(target_os = "linux")]
