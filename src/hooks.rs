@@ -142,8 +142,22 @@ pub extern "C" fn calloc(n: usize, m: usize) -> *mut c_void {
         crate::sys::set_errno(libc::ENOMEM);
         return core::ptr::null_mut();
     };
-    // SAFETY: forwarding to the real calloc (the arena is zeroed memory).
-    traced_alloc(total, 16, family::MALLOC, |r| unsafe { (r.calloc)(n, m) })
+    match mode() {
+        Mode::Traced(t) => {
+            t.busy = 1;
+            // SAFETY: forwarding to the real calloc.
+            let p = unsafe { (real_fns().calloc)(n, m) };
+            if !p.is_null() && record::wants_entry(t, total as u64) {
+                let stack = record::stack_id(record::alloc_depth());
+                let size = record::tracer_share_removed(total as u64, m, stack);
+                guarded(|| record::on_alloc(t, p as u64, size, family::MALLOC, stack));
+            }
+            t.busy = 0;
+            p
+        }
+        // SAFETY: forwarding to the real calloc (the arena is zeroed memory).
+        _ => traced_alloc(total, 16, family::MALLOC, |r| unsafe { (r.calloc)(n, m) }),
+    }
 }
 
 /// realloc/reallocarray: settle the old block first (another thread may be handed its address the moment the

@@ -38,6 +38,8 @@ static CACHE: [Slot; CACHE_SLOTS] = [EMPTY_SLOT; CACHE_SLOTS];
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 static SELF_LO: AtomicUsize = AtomicUsize::new(0);
 static SELF_HI: AtomicUsize = AtomicUsize::new(0);
+static LOADER_LO: AtomicUsize = AtomicUsize::new(0);
+static LOADER_HI: AtomicUsize = AtomicUsize::new(0);
 /// Rules computed the slow way (cache misses), for the design notes' measurements.
 pub static MISSES: AtomicU64 = AtomicU64::new(0);
 
@@ -54,6 +56,20 @@ pub fn init_self_range() {
         SELF_LO.store(r.map_start as usize, Ordering::Relaxed);
         SELF_HI.store(r.map_end as usize, Ordering::Relaxed);
     }
+    // The kernel tells every process where it mapped the dynamic loader.
+    // SAFETY: getauxval has no preconditions.
+    let ld_base = unsafe { libc::getauxval(libc::AT_BASE) } as usize;
+    let mut l = real::DlFindObject::zeroed();
+    if ld_base != 0 && find_object(ld_base as *mut c_void, &mut l) {
+        LOADER_LO.store(l.map_start as usize, Ordering::Relaxed);
+        LOADER_HI.store(l.map_end as usize, Ordering::Relaxed);
+    }
+}
+
+/// True if `pc` lies in the dynamic loader (ld.so).
+pub fn in_loader(pc: u64) -> bool {
+    let pc = pc as usize;
+    pc >= LOADER_LO.load(Ordering::Relaxed) && pc < LOADER_HI.load(Ordering::Relaxed)
 }
 
 #[inline(always)]
