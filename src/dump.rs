@@ -237,6 +237,31 @@ fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
     }
 }
 
+/// Copies the live blocks with every shard locked at once, sorts them by address and classifies them by
+/// reachability. None when the tracer cannot get memory for it.
+fn copy_blocks_classified() -> Option<(Vec<Block>, Vec<u8>)> {
+    let roots = crate::reach::roots();
+    let mut guards = Vec::new();
+    guards.try_reserve_exact(table::SHARDS).ok()?;
+    for i in 0..table::SHARDS {
+        guards.push(table::shard(i).lock());
+    }
+    let n = guards.iter().map(|g| g.len()).sum();
+    let mut v: Vec<Block> = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    for g in &guards {
+        v.extend(
+            g.blocks()
+                .filter(|b| b.family() != family::INTERNAL)
+                .copied(),
+        );
+    }
+    v.sort_unstable_by_key(|b| b.addr);
+    let class = crate::reach::classify(&v, &roots)?;
+    drop(guards);
+    Some((v, class))
+}
+
 /// Copies the live blocks, shard by shard. None when the tracer cannot get memory for the copy.
 fn copy_blocks() -> Option<Vec<Block>> {
     let mut v: Vec<Block> = Vec::new();
@@ -258,7 +283,7 @@ fn copy_blocks() -> Option<Vec<Block>> {
     Some(v)
 }
 
-fn write_block(out: &mut Out, b: &Block, first: &mut bool) {
+fn write_block(out: &mut Out, b: &Block, class: u8, first: &mut bool) {
     out.raw(if *first { b"\n[" } else { b",\n[" });
     *first = false;
     out.num(b.addr);
@@ -273,13 +298,23 @@ fn write_block(out: &mut Out, b: &Block, first: &mut bool) {
     out.raw(b",");
     out.num(b.seq());
     out.raw(b",");
-    out.num(crate::reach::class_of(b) as u64);
+    out.num(class as u64);
     out.raw(b"]");
 }
 
 fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bool) {
     // Take the live blocks and errors first: every stack id they name is then below the stack count read later.
-    let blocks = if crash { None } else { copy_blocks() };
+    let final_dump = matches!(reason, Reason::Exit | Reason::UnderscoreExit);
+    let (blocks, classes) = if crash {
+        (None, None)
+    } else if final_dump && crate::config::REACH.load(Ordering::Relaxed) != 0 {
+        match copy_blocks_classified() {
+            Some((v, c)) => (Some(v), Some(c)),
+            None => (copy_blocks(), None),
+        }
+    } else {
+        (copy_blocks(), None)
+    };
     let err_counts = errors::counts();
     let totals = counters::totals(crash);
     let (live_blocks, live_bytes) = match &blocks {
@@ -451,8 +486,12 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
     let mut first = true;
     match &blocks {
         Some(v) => {
-            for b in v {
-                write_block(out, b, &mut first);
+            for (i, b) in v.iter().enumerate() {
+                let class = classes
+                    .as_ref()
+                    .and_then(|c| c.get(i).copied())
+                    .unwrap_or(0);
+                write_block(out, b, class, &mut first);
             }
         }
         None => {
@@ -469,7 +508,7 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
                 };
                 for b in s.blocks().filter(|b| b.family() != family::INTERNAL) {
                     if b.stack < nstacks {
-                        write_block(out, b, &mut first);
+                        write_block(out, b, 0, &mut first);
                     }
                 }
             }

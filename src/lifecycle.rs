@@ -48,7 +48,9 @@ extern "C" fn destructor() {
     final_dump(Reason::Exit);
 }
 
+#[inline(always)]
 fn final_dump(reason: Reason) {
+    crate::reach::capture_entry();
     if !real::ready() || sys::getpid() != PID.load(Ordering::Relaxed) {
         // Not initialised, or a vfork child borrowing its parent's memory: not ours to write.
         return;

@@ -1,8 +1,304 @@
-//! Reachability classes of live blocks (filled in by the leak-classification scan).
+//! Leak classification at exit, in-process and without ptrace: a conservative mark phase like LeakSanitizer's
+//! and Valgrind's.
+//!
+//! Roots are the writable segments of every loaded module (but the tracer's own), the TLS blocks of the exiting
+//! thread, its stack from the frame that called the final dump upwards plus the registers it held there, and the
+//! whole stack mapping (TLS and thread descriptor included) of every other thread that ever allocated. Every
+//! aligned word that points into a live block (interior pointers count) marks it reachable, transitively. The
+//! rest is lost: Valgrind's clique rule splits it into definitely lost (nothing lost points at it) and indirectly
+//! lost (only other lost blocks point at it), independent of scan order.
+//!
+//! While it runs, every table shard is locked, so no block the scan reads can be freed under it; the module list
+//! and memory map are read before that, because the loader may hold its lock while it calls malloc.
+//!
+//! glibc keeps pointers to chunk headers in its own data (`main_arena.top`, bins), and a chunk header lies in
+//! the last 8 usable bytes of the block before it; such a pointer would keep a leaked block reachable. A value
+//! equal to `block + malloc_usable_size(block) - 8` is therefore not counted as a pointer into the block when
+//! the allocator is glibc's.
 
 use crate::table::Block;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Class of a block in the dump: 0 not scanned, 1 reachable, 2 definitely lost, 3 indirectly lost.
-pub fn class_of(_b: &Block) -> u8 {
-    0
+/// Class numbers written in the dump.
+pub const REACHABLE: u8 = 1;
+/// No pointer to the block from roots or other blocks.
+pub const DEFINITELY_LOST: u8 = 2;
+/// Pointed to only from lost blocks.
+pub const INDIRECTLY_LOST: u8 = 3;
+
+/// Stack pointer and callee-saved registers of the thread writing the final dump, taken where it entered the
+/// tracer (so the scan does not see the tracer's own frames).
+pub static ENTRY_SP: AtomicU64 = AtomicU64::new(0);
+/// Registers spilled at that point (a root range).
+pub static ENTRY_REGS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+/// Records the calling thread's stack pointer and registers as the scan's starting point.
+#[inline(always)]
+pub fn capture_entry() {
+    let (sp, rbx, rbp, r12, r13, r14, r15): (u64, u64, u64, u64, u64, u64, u64);
+    // SAFETY: reads registers only.
+    unsafe {
+        core::arch::asm!("mov {0}, rsp", "mov {1}, rbx", "mov {2}, rbp", "mov {3}, r12", "mov {4}, r13",
+            "mov {5}, r14", "mov {6}, r15",
+            out(reg) sp, out(reg) rbx, out(reg) rbp, out(reg) r12, out(reg) r13, out(reg) r14, out(reg) r15,
+            options(nomem, nostack, preserves_flags));
+    }
+    for (slot, v) in ENTRY_REGS.iter().zip([rbx, rbp, r12, r13, r14, r15]) {
+        slot.store(v, Ordering::Relaxed);
+    }
+    ENTRY_SP.store(sp, Ordering::Relaxed);
+}
+
+/// Memory the scan may read: readable mappings from /proc/self/maps.
+struct Maps(Vec<(u64, u64, bool)>);
+
+impl Maps {
+    fn read() -> Maps {
+        let mut data: Vec<u8> = Vec::new();
+        // SAFETY: plain file reads into our own buffer.
+        unsafe {
+            let fd = libc::open(
+                c"/proc/self/maps".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            );
+            if fd >= 0 {
+                let mut buf = [0u8; 8192];
+                loop {
+                    let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                    if n <= 0 {
+                        break;
+                    }
+                    data.extend_from_slice(&buf[..n as usize]);
+                }
+                libc::close(fd);
+            }
+        }
+        let mut v = Vec::new();
+        for line in data.split(|&c| c == b'\n') {
+            let mut it = line.split(|&c| c == b' ');
+            let (Some(range), Some(perms)) = (it.next(), it.next()) else {
+                continue;
+            };
+            let mut r = range.split(|&c| c == b'-');
+            let (Some(lo), Some(hi)) = (r.next().and_then(hex), r.next().and_then(hex)) else {
+                continue;
+            };
+            if perms.first() == Some(&b'r') {
+                v.push((lo, hi, perms.get(1) == Some(&b'w')));
+            }
+        }
+        Maps(v)
+    }
+
+    /// The parts of [lo, hi) that are readable.
+    fn clip(&self, lo: u64, hi: u64, out: &mut Vec<(u64, u64)>) {
+        for &(a, b, _) in &self.0 {
+            let (s, e) = (a.max(lo), b.min(hi));
+            if s < e {
+                out.push((s, e));
+            }
+        }
+    }
+
+    /// The mapping containing `addr`.
+    fn containing(&self, addr: u64) -> Option<(u64, u64)> {
+        self.0
+            .iter()
+            .find(|m| addr >= m.0 && addr < m.1)
+            .map(|m| (m.0, m.1))
+    }
+}
+
+fn hex(s: &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for &c in s {
+        v = v.checked_mul(16)?
+            + match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => return None,
+            } as u64;
+    }
+    Some(v)
+}
+
+/// Root ranges gathered before the table is locked.
+pub struct Roots(Vec<(u64, u64)>);
+
+/// Collects the roots (module data, TLS, stacks, saved registers).
+pub fn roots() -> Roots {
+    let maps = Maps::read();
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let (self_lo, self_hi) = crate::stack::self_range();
+    // Module data and this thread's TLS blocks.
+    struct Acc<'a> {
+        maps: &'a Maps,
+        out: &'a mut Vec<(u64, u64)>,
+        self_lo: u64,
+        self_hi: u64,
+    }
+    unsafe extern "C" fn cb(
+        info: *mut libc::dl_phdr_info,
+        _: usize,
+        data: *mut libc::c_void,
+    ) -> i32 {
+        // SAFETY: valid per dl_iterate_phdr; data is our Acc.
+        let (info, acc) = unsafe { (&*info, &mut *(data as *mut Acc)) };
+        for i in 0..info.dlpi_phnum as usize {
+            // SAFETY: dlpi_phdr has dlpi_phnum entries.
+            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+            let lo = info.dlpi_addr + ph.p_vaddr;
+            let hi = lo + ph.p_memsz;
+            if lo >= acc.self_lo && lo < acc.self_hi {
+                continue; // the tracer's own data holds only its bookkeeping
+            }
+            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_W != 0 {
+                acc.maps.clip(lo, hi, acc.out);
+            } else if ph.p_type == libc::PT_TLS && !info.dlpi_tls_data.is_null() {
+                let t = info.dlpi_tls_data as u64;
+                acc.maps.clip(t, t + ph.p_memsz, acc.out);
+            }
+        }
+        0
+    }
+    let mut acc = Acc {
+        maps: &maps,
+        out: &mut ranges,
+        self_lo,
+        self_hi,
+    };
+    // SAFETY: the callback reads the headers it is given.
+    unsafe { libc::dl_iterate_phdr(Some(cb), (&mut acc as *mut Acc).cast()) };
+
+    // This thread: from where it entered the tracer to the top of its stack mapping, plus its registers.
+    let sp = ENTRY_SP.load(Ordering::Relaxed);
+    let mine = maps.containing(sp);
+    if let Some((_, hi)) = mine {
+        ranges.push((sp & !7, hi));
+    }
+    let regs = ENTRY_REGS.as_ptr() as u64;
+    ranges.push((regs, regs + 8 * ENTRY_REGS.len() as u64));
+    // Other threads: their whole stack mapping (TLS and thread descriptor sit at its top).
+    for (lo, hi) in crate::thread::stacks() {
+        let (Some(a), Some(b)) = (maps.containing(lo), maps.containing(hi - 1)) else {
+            continue;
+        };
+        if Some(a) == mine || Some(b) == mine {
+            continue;
+        }
+        maps.clip(a.0, b.1, &mut ranges);
+    }
+    Roots(ranges)
+}
+
+struct Index<'a> {
+    blocks: &'a [Block],
+    lo: u64,
+    hi: u64,
+    glibc: bool,
+}
+
+impl Index<'_> {
+    /// The block that `v` points into, if any.
+    #[inline]
+    fn find(&self, v: u64) -> Option<usize> {
+        if v < self.lo || v >= self.hi {
+            return None;
+        }
+        let i = self.blocks.partition_point(|b| b.addr <= v);
+        if i == 0 {
+            return None;
+        }
+        let b = &self.blocks[i - 1];
+        if v >= b.addr + b.size.max(1) {
+            return None;
+        }
+        if v != b.addr && self.glibc && v == b.addr + usable(b.addr) - 8 {
+            return None; // glibc's pointer to the next chunk's header, not the program's
+        }
+        Some(i - 1)
+    }
+}
+
+fn usable(p: u64) -> u64 {
+    // SAFETY: p is a live block of the real allocator (the table is locked).
+    match unsafe { crate::real::get() }.malloc_usable_size {
+        // SAFETY: as above.
+        Some(f) => unsafe { f(p as *mut libc::c_void) as u64 },
+        None => 0,
+    }
+}
+
+fn scan(idx: &Index, lo: u64, hi: u64, mut hit: impl FnMut(usize)) {
+    let mut p = (lo + 7) & !7;
+    while p + 8 <= hi {
+        // SAFETY: [lo, hi) is readable: a clipped mapping or a live block.
+        let v = unsafe { core::ptr::read_volatile(p as *const u64) };
+        if let Some(i) = idx.find(v) {
+            hit(i);
+        }
+        p += 8;
+    }
+}
+
+/// Classifies `blocks` (sorted by address; the table must be locked by the caller). Returns one class per block,
+/// or None when the tracer has no memory for the scan.
+pub fn classify(blocks: &[Block], roots: &Roots) -> Option<Vec<u8>> {
+    const UNREACHED: u8 = 0;
+    let mut class: Vec<u8> = Vec::new();
+    class.try_reserve_exact(blocks.len()).ok()?;
+    class.resize(blocks.len(), UNREACHED);
+    let Some(last) = blocks.last() else {
+        return Some(class);
+    };
+    // SAFETY: initialised before any dump is written.
+    let real = unsafe { crate::real::get() };
+    let glibc = real.malloc as usize == crate::real::libc_malloc_addr();
+    let idx = Index {
+        blocks,
+        lo: blocks[0].addr,
+        hi: last.addr + last.size.max(1),
+        glibc,
+    };
+    let mut work: Vec<u32> = Vec::new();
+    for &(lo, hi) in &roots.0 {
+        scan(&idx, lo, hi, |i| {
+            if class[i] == UNREACHED {
+                class[i] = REACHABLE;
+                work.push(i as u32);
+            }
+        });
+    }
+    while let Some(i) = work.pop() {
+        let b = blocks[i as usize];
+        scan(&idx, b.addr, b.addr + b.size, |j| {
+            if class[j] == UNREACHED {
+                class[j] = REACHABLE;
+                work.push(j as u32);
+            }
+        });
+    }
+    // Cliques: from each still-unreached block, whatever it reaches among unreached blocks is indirectly lost.
+    for leader in 0..blocks.len() {
+        if class[leader] != UNREACHED {
+            continue;
+        }
+        work.push(leader as u32);
+        while let Some(i) = work.pop() {
+            let b = blocks[i as usize];
+            scan(&idx, b.addr, b.addr + b.size, |j| {
+                if j != leader && class[j] == UNREACHED {
+                    class[j] = INDIRECTLY_LOST;
+                    work.push(j as u32);
+                }
+            });
+        }
+    }
+    for c in class.iter_mut() {
+        if *c == UNREACHED {
+            *c = DEFINITELY_LOST;
+        }
+    }
+    Some(class)
 }

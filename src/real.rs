@@ -206,6 +206,11 @@ extern "C" {
     fn libc_realloc(p: *mut c_void, n: usize) -> *mut c_void;
 }
 
+/// Address of glibc's malloc, to tell whether the program's allocator is glibc's.
+pub fn libc_malloc_addr() -> usize {
+    libc_malloc as usize
+}
+
 unsafe extern "C" fn libc_posix_memalign(
     out: *mut *mut c_void,
     align: usize,

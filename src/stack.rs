@@ -66,6 +66,14 @@ pub fn init_self_range() {
     }
 }
 
+/// The preload library's own mapping.
+pub fn self_range() -> (u64, u64) {
+    (
+        SELF_LO.load(Ordering::Relaxed) as u64,
+        SELF_HI.load(Ordering::Relaxed) as u64,
+    )
+}
+
 /// True if `pc` lies in the dynamic loader (ld.so).
 pub fn in_loader(pc: u64) -> bool {
     let pc = pc as usize;
