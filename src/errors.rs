@@ -19,6 +19,7 @@ pub enum Kind {
     /// new/free, malloc/delete, new[]/delete, new/delete[].
     MismatchedFree = 2,
     /// A block released through another heap or runtime (Windows).
+    #[cfg_attr(not(windows), allow(dead_code))]
     CrossHeapFree = 3,
 }
 

@@ -13,6 +13,7 @@ extern crate alloc;
 
 mod config;
 mod counters;
+mod crash;
 mod dump;
 mod errors;
 mod heap;

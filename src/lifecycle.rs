@@ -41,6 +41,9 @@ extern "C" fn constructor() {
         // A panic inside the tracer is contained by the hooks; keep its message off the program's stderr.
         std::panic::set_hook(std::boxed::Box::new(|_| {}));
         crate::snapshot::start();
+        if crate::config::CRASH.load(Ordering::Relaxed) != 0 {
+            crate::crash::install();
+        }
     });
 }
 

@@ -6,7 +6,7 @@
 //! allocates (its error buffer); while resolution runs, every allocation is served from a static bump arena, and
 //! a pointer into the arena is never passed to a real `free`/`realloc`.
 
-use core::ffi::{c_char, c_int, c_void};
+use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
@@ -17,7 +17,6 @@ type ReallocArrayFn = unsafe extern "C" fn(*mut c_void, usize, usize) -> *mut c_
 type PosixMemalignFn = unsafe extern "C" fn(*mut *mut c_void, usize, usize) -> c_int;
 type AlignFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
 type UsableFn = unsafe extern "C" fn(*mut c_void) -> usize;
-type DlopenFn = unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void;
 type DlcloseFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 type ExitFn = unsafe extern "C" fn(c_int) -> !;
 /// `operator new(size)` and its nothrow/aligned cousins, called only when our own allocation failed, so the
@@ -72,7 +71,6 @@ pub struct Real {
     pub valloc: Option<MallocFn>,
     pub pvalloc: Option<MallocFn>,
     pub malloc_usable_size: Option<UsableFn>,
-    pub dlopen: Option<DlopenFn>,
     pub dlclose: Option<DlcloseFn>,
     pub exit_: Option<ExitFn>,
     pub exit_upper: Option<ExitFn>,
@@ -166,7 +164,6 @@ pub fn ensure_init() -> bool {
             valloc: opt!("valloc"),
             pvalloc: opt!("pvalloc"),
             malloc_usable_size: opt!("malloc_usable_size"),
-            dlopen: opt!("dlopen"),
             dlclose: opt!("dlclose"),
             exit_: opt!("_exit"),
             exit_upper: opt!("_Exit"),
@@ -208,7 +205,7 @@ extern "C" {
 
 /// Address of glibc's malloc, to tell whether the program's allocator is glibc's.
 pub fn libc_malloc_addr() -> usize {
-    libc_malloc as usize
+    libc_malloc as *const () as usize
 }
 
 unsafe extern "C" fn libc_posix_memalign(

@@ -55,6 +55,11 @@ pub fn wants_entry(t: &mut ThreadState, size: u64) -> bool {
     if mean == 0 || t.family_override != 0 {
         return true;
     }
+    if t.rng == 0 {
+        // First allocation of this thread: draw where its first sample falls.
+        thread::tid(t);
+        t.sample_left = next_sample_distance(t, mean);
+    }
     t.sample_left -= size as i64;
     if t.sample_left > 0 {
         counters::allocated(t, size);
