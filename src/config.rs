@@ -44,14 +44,7 @@ pub static REACH: AtomicU32 = AtomicU32::new(1);
 pub static VERBOSE: AtomicU32 = AtomicU32::new(0);
 
 fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
-    // SAFETY: getenv reads the environment without allocating; the returned string lives as long as the
-    // environment entry, which we copy or parse immediately.
-    let p = unsafe { libc::getenv(name.as_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: getenv returns a NUL-terminated string.
-    Some(unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes())
+    crate::sys::getenv(name)
 }
 
 fn parse_u64(s: &[u8]) -> Option<u64> {
@@ -83,6 +76,7 @@ pub fn parse_size(s: &[u8]) -> Option<u64> {
 }
 
 /// Parses a signal name (`USR2`, `SIGUSR2`) or number.
+#[cfg(unix)]
 pub fn parse_signal(s: &[u8]) -> Option<u32> {
     if let Some(n) = parse_u64(s) {
         return (n > 0 && n < 65).then_some(n as u32);
@@ -101,15 +95,11 @@ pub fn parse_signal(s: &[u8]) -> Option<u32> {
 
 fn copy_path(dst: &mut [u8; PATH_MAX], src: &[u8], absolute: bool) {
     let mut n = 0;
-    if absolute && src.first() != Some(&b'/') {
-        // SAFETY: getcwd writes at most PATH_MAX bytes into dst.
-        let ok = unsafe { !libc::getcwd(dst.as_mut_ptr().cast(), PATH_MAX).is_null() };
-        if ok {
-            n = dst.iter().position(|&c| c == 0).unwrap_or(0);
-            if n > 0 && dst[n - 1] != b'/' && n < PATH_MAX - 1 {
-                dst[n] = b'/';
-                n += 1;
-            }
+    if absolute && !crate::sys::is_absolute(src) {
+        n = crate::sys::getcwd(&mut dst[..]);
+        if n > 0 && dst[n - 1] != crate::sys::SEP && n < PATH_MAX - 1 {
+            dst[n] = crate::sys::SEP;
+            n += 1;
         }
     }
     let take = src.len().min(PATH_MAX - 1 - n);
@@ -162,6 +152,7 @@ pub fn load() {
         }
         INTERVAL_MS.store(ms, Ordering::Relaxed);
     }
+    #[cfg(unix)]
     if let Some(s) = env(c"HEAPLEDGER_SIGNAL").and_then(parse_signal) {
         SIGNAL.store(s, Ordering::Relaxed);
     }

@@ -92,19 +92,14 @@ fn expand(pattern: &[u8], pid: u32, n: u32, out: &mut [u8; PATH_MAX]) -> usize {
     len
 }
 
-fn errno_name(e: i32) -> &'static [u8] {
-    match e {
-        libc::EACCES => b"permission denied",
-        libc::ENOENT => b"no such directory",
-        libc::ENOSPC => b"no space left on device",
-        libc::EROFS => b"read-only file system",
-        libc::EDQUOT => b"disk quota exceeded",
-        libc::ENOTDIR => b"a path component is not a directory",
-        libc::ELOOP => b"symlink in the way",
-        libc::EMFILE | libc::ENFILE => b"too many open files",
-        libc::EEXIST => b"temporary file exists",
-        _ => b"write error",
-    }
+fn fail(path: &[u8], e: i32) -> bool {
+    sys::eprint(&[
+        b"heapledger: cannot write dump ",
+        path,
+        b": ",
+        sys::error_name(e),
+    ]);
+    false
 }
 
 /// Writes a dump now. `crash` selects the async-signal-safe path (no allocation, no waiting on locks).
@@ -136,105 +131,34 @@ pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
     }
     tmp[tlen] = 0;
     path[plen] = 0;
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: tmp is NUL-terminated.
-    let mut fd = unsafe { libc::open(tmp.as_ptr().cast(), flags, 0o600) };
-    if fd < 0 && sys::errno() == libc::EEXIST {
-        // A stale temporary of an earlier process with the same pid: ours to replace.
-        // SAFETY: as above.
-        unsafe {
-            libc::unlink(tmp.as_ptr().cast());
-            fd = libc::open(tmp.as_ptr().cast(), flags, 0o600);
-        }
-    }
-    if fd < 0 {
-        let e = sys::errno();
-        sys::eprint(&[
-            b"heapledger: cannot write dump ",
-            &path[..plen],
-            b": ",
-            errno_name(e),
-        ]);
-        return false;
-    }
+    let fd = match sys::create_exclusive(&tmp[..=tlen]) {
+        Ok(fd) => fd,
+        Err(e) => return fail(&path[..plen], e),
+    };
     out.start(fd);
     body(&mut out, reason, detail, pid, n, crash);
     out.flush();
     let ok = out.ok();
-    // SAFETY: fd is ours; tmp/path are NUL-terminated.
-    unsafe {
-        libc::close(fd);
-        if !ok {
-            let e = sys::errno();
-            libc::unlink(tmp.as_ptr().cast());
-            sys::eprint(&[
-                b"heapledger: cannot write dump ",
-                &path[..plen],
-                b": ",
-                errno_name(e),
-            ]);
-            return false;
-        }
-        if libc::rename(tmp.as_ptr().cast(), path.as_ptr().cast()) != 0 {
-            let e = sys::errno();
-            libc::unlink(tmp.as_ptr().cast());
-            sys::eprint(&[
-                b"heapledger: cannot write dump ",
-                &path[..plen],
-                b": ",
-                errno_name(e),
-            ]);
-            return false;
-        }
+    let e = sys::errno();
+    sys::close(fd);
+    if !ok {
+        sys::remove(&tmp[..=tlen]);
+        return fail(&path[..plen], e);
     }
-    append_manifest(&path[..plen]);
-    true
-}
-
-fn append_manifest(path: &[u8]) {
+    if let Err(e) = sys::rename(&tmp[..=tlen], &path[..=plen]) {
+        sys::remove(&tmp[..=tlen]);
+        return fail(&path[..plen], e);
+    }
     let m = crate::config::manifest();
-    if m.is_empty() {
-        return;
-    }
-    let mut buf = [0u8; PATH_MAX + 1];
-    buf[..m.len()].copy_from_slice(m);
-    // SAFETY: buf is NUL-terminated (zeroed beyond m).
-    let fd = unsafe {
-        libc::open(
-            buf.as_ptr().cast(),
-            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
-            0o600,
-        )
-    };
-    if fd >= 0 {
+    if !m.is_empty() {
+        let mut mp = [0u8; PATH_MAX + 1];
+        mp[..m.len()].copy_from_slice(m);
         let mut line = [0u8; PATH_MAX + 1];
-        line[..path.len()].copy_from_slice(path);
-        line[path.len()] = b'\n';
-        // One write(2) with O_APPEND: lines of concurrent processes never interleave.
-        sys::write_all(fd, &line[..=path.len()]);
-        // SAFETY: fd is ours.
-        unsafe { libc::close(fd) };
+        line[..plen].copy_from_slice(&path[..plen]);
+        line[plen] = b'\n';
+        sys::append(&mp[..=m.len()], &line[..=plen]);
     }
-}
-
-fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
-    // SAFETY: path is NUL-terminated; buf is writable.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return 0;
-        }
-        let mut n = 0;
-        while n < buf.len() {
-            let r = libc::read(fd, buf[n..].as_mut_ptr().cast(), buf.len() - n);
-            if r <= 0 {
-                break;
-            }
-            n += r as usize;
-        }
-        libc::close(fd);
-        n
-    }
+    true
 }
 
 /// Copies the live blocks with every shard locked at once, sorts them by address and classifies them by
@@ -266,7 +190,7 @@ fn copy_blocks_classified() -> Option<(Vec<Block>, Vec<u8>)> {
 fn copy_blocks() -> Option<Vec<Block>> {
     let mut v: Vec<Block> = Vec::new();
     for i in 0..table::SHARDS {
-        let start = sys::clock_ns(libc::CLOCK_MONOTONIC);
+        let start = sys::monotonic_ns();
         let s = table::shard(i).lock();
         if v.try_reserve(s.len()).is_err() {
             return None;
@@ -277,7 +201,7 @@ fn copy_blocks() -> Option<Vec<Block>> {
                 .copied(),
         );
         drop(s);
-        let pause = sys::clock_ns(libc::CLOCK_MONOTONIC) - start;
+        let pause = sys::monotonic_ns() - start;
         MAX_PAUSE_NS.fetch_max(pause, Ordering::Relaxed);
     }
     Some(v)
@@ -347,7 +271,7 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
     out.str(detail.as_bytes());
     out.raw(b",");
     out.key("platform");
-    out.str(b"linux-x86_64");
+    out.str(sys::PLATFORM.as_bytes());
     out.raw(b",");
     out.key("pid");
     out.num(pid as u64);
@@ -356,27 +280,15 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
     out.num(sys::getppid() as u64);
     out.raw(b",\n");
     let mut exe = [0u8; 4096];
-    // SAFETY: readlink writes at most exe.len() bytes.
-    let elen = unsafe {
-        libc::readlink(
-            c"/proc/self/exe".as_ptr(),
-            exe.as_mut_ptr().cast(),
-            exe.len(),
-        )
-    }
-    .max(0);
+    let elen = sys::exe_path(&mut exe);
     out.key("exe");
-    out.str(&exe[..elen as usize]);
+    out.str(&exe[..elen]);
     out.raw(b",");
     out.key("cmdline");
     out.raw(b"[");
     let mut cmd = [0u8; 8192];
-    let clen = read_file(c"/proc/self/cmdline", &mut cmd);
-    let args = if clen > 0 && cmd[clen - 1] == 0 {
-        &cmd[..clen - 1]
-    } else {
-        &cmd[..clen]
-    };
+    let clen = sys::cmdline(&mut cmd);
+    let args = &cmd[..clen];
     if !args.is_empty() {
         for (i, arg) in args.split(|&c| c == 0).enumerate() {
             if i > 0 {
@@ -390,13 +302,13 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
     out.num(n as u64);
     out.raw(b",");
     out.key("time_ns");
-    out.num(sys::clock_ns(libc::CLOCK_REALTIME));
+    out.num(sys::realtime_ns());
     out.raw(b",");
     out.key("start_time_ns");
     out.num(START_NS.load(Ordering::Relaxed));
     out.raw(b",");
     out.key("monotonic_ns");
-    out.num(sys::clock_ns(libc::CLOCK_MONOTONIC));
+    out.num(sys::monotonic_ns());
     out.raw(b",");
     out.key("depth");
     out.num(crate::config::DEPTH.load(Ordering::Relaxed) as u64);

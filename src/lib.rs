@@ -9,28 +9,39 @@
 //! Data flows one way: `hooks` → `record` → (`stack` → `intern`) + `table` + `counters` + `errors` → `dump`.
 //! `docs/design.md` explains the choices.
 
+//!
+//! Modules at the top of `src/` are shared by every platform; `src/linux/` holds what only Linux has (symbol
+//! interposition, the `.eh_frame` unwinder, ELF module maps, signals); `src/windows/` the same roles on Windows.
+
 extern crate alloc;
 
 mod config;
 mod counters;
-mod crash;
 mod dump;
 mod errors;
 mod heap;
-mod hooks;
 mod intern;
 mod json;
-mod lifecycle;
 mod lock;
-mod modules;
-mod reach;
-mod real;
 mod record;
-mod snapshot;
-mod stack;
-mod sys;
 mod table;
 mod thread;
+
+#[cfg(target_os = "linux")]
+#[path = "linux"]
+mod platform {
+    pub mod crash;
+    pub mod hooks;
+    pub mod lifecycle;
+    pub mod modules;
+    pub mod reach;
+    pub mod real;
+    pub mod snapshot;
+    pub mod stack;
+    pub mod sys;
+}
+#[cfg(target_os = "linux")]
+use platform::{crash, lifecycle, modules, reach, real, snapshot, stack, sys};
 
 #[global_allocator]
 static GLOBAL: heap::PrivateHeap = heap::PrivateHeap;

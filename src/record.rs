@@ -36,8 +36,7 @@ pub fn stack_id(depth: u32) -> u32 {
 /// Draws the next sampling distance: exponential with mean `mean` bytes (Poisson process over bytes).
 fn next_sample_distance(t: &mut ThreadState, mean: u64) -> i64 {
     if t.rng == 0 {
-        t.rng = (t.tid as u64 | 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ crate::sys::clock_ns(libc::CLOCK_MONOTONIC);
+        t.rng = (t.tid as u64 | 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ crate::sys::monotonic_ns();
         t.rng |= 1;
     }
     t.rng ^= t.rng << 13;
@@ -231,10 +230,9 @@ fn classify_bad_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) 
         return Settle::Unknown;
     } else {
         let here = &e as *const Error as u64;
-        let mut obj = crate::real::DlFindObject::zeroed();
         if p.abs_diff(here) < (8 << 20) {
             e.detail = Detail::Stack;
-        } else if stack::find_object(p as *mut core::ffi::c_void, &mut obj) {
+        } else if stack::in_module(p) {
             e.detail = Detail::Static;
         }
     }

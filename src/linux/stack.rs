@@ -66,6 +66,12 @@ pub fn init_self_range() {
     }
 }
 
+/// True if `addr` lies inside a loaded module (a global or static, for invalid-free reports).
+pub fn in_module(addr: u64) -> bool {
+    let mut obj = real::DlFindObject::zeroed();
+    find_object(addr as *mut c_void, &mut obj)
+}
+
 /// The preload library's own mapping.
 pub fn self_range() -> (u64, u64) {
     (

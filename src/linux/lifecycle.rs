@@ -14,7 +14,7 @@ static FINAL_DONE: AtomicBool = AtomicBool::new(false);
 /// Runs once the real functions are resolved (from whichever hook or constructor came first).
 pub fn on_ready() {
     PID.store(sys::getpid(), Ordering::Relaxed);
-    dump::START_NS.store(sys::clock_ns(libc::CLOCK_REALTIME), Ordering::Relaxed);
+    dump::START_NS.store(sys::realtime_ns(), Ordering::Relaxed);
     crate::intern::init();
     crate::stack::init_self_range();
 }

@@ -73,9 +73,9 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     unsafe { (*crate::thread::current()).busy = 1 };
     let fd = EVENT_FD.load(Ordering::Relaxed);
     let interval = config::INTERVAL_MS.load(Ordering::Relaxed);
-    let mut next = crate::sys::clock_ns(libc::CLOCK_MONOTONIC) + interval * 1_000_000;
+    let mut next = crate::sys::monotonic_ns() + interval * 1_000_000;
     loop {
-        let now = crate::sys::clock_ns(libc::CLOCK_MONOTONIC);
+        let now = crate::sys::monotonic_ns();
         let timeout = if interval == 0 {
             -1
         } else {
@@ -97,7 +97,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         } else if r == 0 {
             dump::write(Reason::Interval, "", false);
             next += interval * 1_000_000;
-            let now = crate::sys::clock_ns(libc::CLOCK_MONOTONIC);
+            let now = crate::sys::monotonic_ns();
             if next < now {
                 next = now + interval * 1_000_000;
             }

@@ -50,6 +50,65 @@ pub fn capture_entry() {
     ENTRY_SP.store(sp, Ordering::Relaxed);
 }
 
+/// Stacks of the threads that have allocated: roots for the reachability scan at exit.
+const MAX_THREADS: usize = 4096;
+static STACKS: [[core::sync::atomic::AtomicU64; 2]; MAX_THREADS] = [const {
+    [
+        core::sync::atomic::AtomicU64::new(0),
+        core::sync::atomic::AtomicU64::new(0),
+    ]
+}; MAX_THREADS];
+static NEXT_STACK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Remembers the calling thread's stack range (once per thread, at its first recorded allocation).
+#[cold]
+pub fn register_thread() {
+    // SAFETY: pthread_getattr_np fills `attr` for the calling thread; it may allocate, which this thread's busy
+    // flag turns into internal (uncounted) allocations.
+    unsafe {
+        let mut attr = core::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
+            return;
+        }
+        let mut addr: *mut libc::c_void = core::ptr::null_mut();
+        let mut size: usize = 0;
+        let ok = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size) == 0;
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        if !ok {
+            return;
+        }
+        let lo = addr as u64;
+        let hi = lo + size as u64;
+        // Reuse the slot of an earlier thread whose stack this one took over (glibc caches stacks).
+        let n = NEXT_STACK
+            .load(core::sync::atomic::Ordering::Acquire)
+            .min(MAX_THREADS);
+        for s in &STACKS[..n] {
+            if s[0].load(core::sync::atomic::Ordering::Relaxed) == lo {
+                s[1].store(hi, core::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+        let i = NEXT_STACK.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+        if let Some(s) = STACKS.get(i) {
+            s[1].store(hi, core::sync::atomic::Ordering::Relaxed);
+            s[0].store(lo, core::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+/// The registered thread stacks as (low, high) ranges.
+pub fn stacks() -> impl Iterator<Item = (u64, u64)> {
+    let n = NEXT_STACK
+        .load(core::sync::atomic::Ordering::Acquire)
+        .min(MAX_THREADS);
+    STACKS[..n].iter().filter_map(|s| {
+        let lo = s[0].load(core::sync::atomic::Ordering::Acquire);
+        let hi = s[1].load(core::sync::atomic::Ordering::Relaxed);
+        (lo != 0 && hi > lo).then_some((lo, hi))
+    })
+}
+
 /// Memory the scan may read: readable mappings from /proc/self/maps.
 struct Maps(Vec<(u64, u64, bool)>);
 
@@ -180,7 +239,7 @@ pub fn roots() -> Roots {
     let regs = ENTRY_REGS.as_ptr() as u64;
     ranges.push((regs, regs + 8 * ENTRY_REGS.len() as u64));
     // Other threads: their whole stack mapping (TLS and thread descriptor sit at its top).
-    for (lo, hi) in crate::thread::stacks() {
+    for (lo, hi) in stacks() {
         let (Some(a), Some(b)) = (maps.containing(lo), maps.containing(hi - 1)) else {
             continue;
         };

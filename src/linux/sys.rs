@@ -1,0 +1,300 @@
+//! Thin wrappers over the system calls the tracer needs (Linux). None of them allocates or takes a libc lock, so
+//! they are usable from the hook path and from signal handlers. `src/windows/sys.rs` has the same API.
+
+use core::ffi::c_int;
+
+/// An open file.
+pub type Fd = c_int;
+
+/// Platform name written in dumps.
+pub const PLATFORM: &str = "linux-x86_64";
+
+/// The calling thread's tracer state (initial-exec TLS defined in `thread.c`).
+#[inline(always)]
+pub fn thread_state() -> *mut crate::thread::ThreadState {
+    extern "C" {
+        fn heapledger_thread_state() -> *mut crate::thread::ThreadState;
+    }
+    // SAFETY: the C function only returns the address of an initial-exec TLS object.
+    unsafe { heapledger_thread_state() }
+}
+
+/// Gives the CPU to another thread.
+pub fn yield_now() {
+    // SAFETY: no preconditions.
+    unsafe { libc::sched_yield() };
+}
+
+/// An environment variable, read without allocating.
+pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv reads the environment without allocating; the value lives as long as the environment entry,
+    // which callers copy or parse at once.
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returns a NUL-terminated string.
+    Some(unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes())
+}
+
+/// Writes the working directory into `buf` (NUL-terminated); returns its length, 0 on failure.
+pub fn getcwd(buf: &mut [u8]) -> usize {
+    // SAFETY: getcwd writes at most buf.len() bytes.
+    let ok = unsafe { !libc::getcwd(buf.as_mut_ptr().cast(), buf.len()).is_null() };
+    if ok {
+        buf.iter().position(|&c| c == 0).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// True if absolute (`/…`).
+pub fn is_absolute(path: &[u8]) -> bool {
+    path.first() == Some(&b'/')
+}
+
+/// Path separator.
+pub const SEP: u8 = b'/';
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// CLOCK_REALTIME in nanoseconds since the Unix epoch.
+pub fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// Creates `path` (NUL-terminated) exclusively with mode 0600, never following a symlink; a stale file of the
+/// same name is replaced. Returns the errno on failure.
+pub fn create_exclusive(path: &[u8]) -> Result<Fd, c_int> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: path is NUL-terminated.
+    let mut fd = unsafe { libc::open(path.as_ptr().cast(), flags, 0o600) };
+    if fd < 0 && errno() == libc::EEXIST {
+        // SAFETY: as above.
+        unsafe {
+            libc::unlink(path.as_ptr().cast());
+            fd = libc::open(path.as_ptr().cast(), flags, 0o600);
+        }
+    }
+    if fd < 0 {
+        Err(errno())
+    } else {
+        Ok(fd)
+    }
+}
+
+/// Closes a file.
+pub fn close(fd: Fd) {
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+}
+
+/// Removes a file (NUL-terminated path).
+pub fn remove(path: &[u8]) {
+    // SAFETY: NUL-terminated.
+    unsafe { libc::unlink(path.as_ptr().cast()) };
+}
+
+/// Renames `from` over `to` atomically (both NUL-terminated). A symlink at `to` is replaced, not followed.
+pub fn rename(from: &[u8], to: &[u8]) -> Result<(), c_int> {
+    // SAFETY: NUL-terminated paths.
+    if unsafe { libc::rename(from.as_ptr().cast(), to.as_ptr().cast()) } != 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// Appends `line` to the file `path` (NUL-terminated) with one write(2) under O_APPEND, so lines of concurrent
+/// processes never interleave.
+pub fn append(path: &[u8], line: &[u8]) {
+    // SAFETY: NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr().cast(),
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if fd >= 0 {
+        write_all(fd, line);
+        close(fd);
+    }
+}
+
+/// The executable's path into `buf`; returns its length.
+pub fn exe_path(buf: &mut [u8]) -> usize {
+    // SAFETY: readlink writes at most buf.len() bytes.
+    let n = unsafe {
+        libc::readlink(
+            c"/proc/self/exe".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    n.max(0) as usize
+}
+
+/// The command line, arguments separated by NUL bytes (no trailing NUL); returns its length.
+pub fn cmdline(buf: &mut [u8]) -> usize {
+    // SAFETY: plain reads into buf.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/proc/self/cmdline".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return 0;
+        }
+        let mut n = 0;
+        while n < buf.len() {
+            let r = libc::read(fd, buf[n..].as_mut_ptr().cast(), buf.len() - n);
+            if r <= 0 {
+                break;
+            }
+            n += r as usize;
+        }
+        libc::close(fd);
+        n
+    };
+    if n > 0 && buf[n - 1] == 0 {
+        n - 1
+    } else {
+        n
+    }
+}
+
+/// A short description of an errno from the file functions above.
+pub fn error_name(e: c_int) -> &'static [u8] {
+    match e {
+        libc::EACCES => b"permission denied",
+        libc::ENOENT => b"no such directory",
+        libc::ENOSPC => b"no space left on device",
+        libc::EROFS => b"read-only file system",
+        libc::EDQUOT => b"disk quota exceeded",
+        libc::ENOTDIR => b"a path component is not a directory",
+        libc::ELOOP => b"symlink in the way",
+        libc::EMFILE | libc::ENFILE => b"too many open files",
+        libc::EEXIST => b"temporary file exists",
+        libc::EISDIR => b"is a directory",
+        _ => b"write error",
+    }
+}
+
+/// Kernel thread id of the caller.
+pub fn gettid() -> u32 {
+    // SAFETY: a raw syscall without arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+/// Process id straight from the kernel (glibc no longer caches it, but vfork children must see their own).
+pub fn getpid() -> u32 {
+    // SAFETY: a raw syscall without arguments.
+    unsafe { libc::syscall(libc::SYS_getpid) as u32 }
+}
+
+/// Parent process id.
+pub fn getppid() -> u32 {
+    // SAFETY: a raw syscall without arguments.
+    unsafe { libc::syscall(libc::SYS_getppid) as u32 }
+}
+
+/// A clock reading in nanoseconds.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Writes all of `buf` to `fd`, retrying on EINTR and short writes. Returns false on any other error.
+pub fn write_all(fd: c_int, mut buf: &[u8]) -> bool {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a valid readable slice.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
+        if n == 0 {
+            return false;
+        }
+        buf = &buf[n as usize..];
+    }
+    true
+}
+
+/// The calling thread's errno.
+pub fn errno() -> c_int {
+    // SAFETY: __errno_location returns the thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the calling thread's errno (hooks restore the program's errno around tracer work).
+pub fn set_errno(e: c_int) {
+    // SAFETY: __errno_location returns the thread's errno slot.
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// Anonymous private memory straight from the kernel; null on failure. Never touches the program's heap.
+pub fn map(len: usize, noreserve: bool) -> *mut u8 {
+    let flags =
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if noreserve { libc::MAP_NORESERVE } else { 0 };
+    // SAFETY: anonymous mapping, no file, kernel picks the address.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        core::ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+/// Returns memory obtained from [`map`].
+pub fn unmap(p: *mut u8, len: usize) {
+    // SAFETY: the caller passes a mapping it got from `map` with the same length.
+    unsafe { libc::munmap(p.cast(), len) };
+}
+
+/// Writes one line to stderr, ignoring failures (fd 2 may be closed).
+pub fn eprint(parts: &[&[u8]]) {
+    let mut buf = [0u8; 1024];
+    let mut n = 0;
+    for p in parts {
+        let take = p.len().min(buf.len() - 1 - n);
+        buf[n..n + take].copy_from_slice(&p[..take]);
+        n += take;
+    }
+    buf[n] = b'\n';
+    let _ = write_all(2, &buf[..=n]);
+}
+
+/// Formats `v` in decimal into `buf`, returning the digits.
+pub fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
