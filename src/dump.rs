@@ -368,6 +368,9 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
     out.key("unwind_cache_misses");
     out.num(crate::stack::MISSES.load(Ordering::Relaxed));
     out.raw(b",");
+    out.key("heap_failures");
+    out.num(crate::heap::FAILURES.load(Ordering::Relaxed) as u64);
+    out.raw(b",");
     out.key("max_pause_ns");
     out.num(MAX_PAUSE_NS.load(Ordering::Relaxed));
     out.raw(b"},\n");

@@ -36,6 +36,19 @@ static CLASSES: SpinLock<Classes> = SpinLock::new(Classes {
 
 /// Bytes the tracer has mapped for itself (reported in every dump).
 pub static MAPPED: AtomicUsize = AtomicUsize::new(0);
+/// Times the kernel refused the tracer memory (reported in every dump; the tracer degrades, never aborts).
+pub static FAILURES: AtomicUsize = AtomicUsize::new(0);
+
+/// A reserve mapped at start-up, handed out as a chunk when mmap fails, so that the small bookkeeping
+/// allocations that Rust cannot make fallible (a module path, a list entry) still succeed under memory pressure.
+static RESERVE: core::sync::atomic::AtomicPtr<u8> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// Maps the reserve (from initialisation, while memory is still there).
+pub fn init_reserve() {
+    let p = map_counted(CHUNK, false);
+    RESERVE.store(p, Ordering::Release);
+}
 
 /// The lock, so that fork handling can hold it across `fork()`.
 pub fn lock_for_fork() -> &'static SpinLock<impl Sized> {
@@ -78,7 +91,11 @@ unsafe impl GlobalAlloc for PrivateHeap {
             if layout.align() > 4096 {
                 return core::ptr::null_mut();
             }
-            return map_counted(page_round(layout.size()), false);
+            let p = map_counted(page_round(layout.size()), false);
+            if p.is_null() {
+                FAILURES.fetch_add(1, Ordering::Relaxed);
+            }
+            return p;
         }
         let size = 1usize << class;
         let mut c = CLASSES.lock();
@@ -92,9 +109,13 @@ unsafe impl GlobalAlloc for PrivateHeap {
         let mut p = ((c.bump as usize + size - 1) & !(size - 1)) as *mut u8;
         if c.bump.is_null() || p as usize + size > c.bump_end as usize {
             drop(c);
-            let chunk = map_counted(CHUNK, false);
+            let mut chunk = map_counted(CHUNK, false);
             if chunk.is_null() {
-                return core::ptr::null_mut();
+                FAILURES.fetch_add(1, Ordering::Relaxed);
+                chunk = RESERVE.swap(core::ptr::null_mut(), Ordering::AcqRel);
+                if chunk.is_null() {
+                    return core::ptr::null_mut();
+                }
             }
             c = CLASSES.lock();
             // The tail of the old chunk is abandoned: cheaper than splitting it into classes, and rare.

@@ -12,7 +12,10 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 const TABLE_BITS: u32 = 22; // 4M slots
 const TABLE_SLOTS: usize = 1 << TABLE_BITS;
 const MAX_STACKS: usize = TABLE_SLOTS * 3 / 4;
-const ARENA_WORDS: usize = 1 << 27; // 1 GiB of frames, reserved not committed
+/// Arena sizes tried in turn (in u64 words): 1 GiB of address space, reserved not committed; less when the
+/// address space is limited (`ulimit -v`).
+const ARENA_TRIES: [usize; 3] = [1 << 27, 1 << 23, 1 << 19];
+static ARENA_WORDS: AtomicUsize = AtomicUsize::new(0);
 
 static TABLE: AtomicPtr<AtomicU32> = AtomicPtr::new(core::ptr::null_mut());
 /// `offset + 1` of each id's record in the arena (0: being written).
@@ -27,17 +30,18 @@ pub static TRUNCATED: AtomicU64 = AtomicU64::new(0);
 
 /// Reserves the arena and tables and interns the empty stack as id 0. Returns false when out of memory.
 pub fn init() -> bool {
-    let table = crate::heap::map_counted(TABLE_SLOTS * 4, true);
-    let offsets = crate::heap::map_counted(MAX_STACKS * 8, true);
-    let arena = crate::heap::map_counted(ARENA_WORDS * 8, true);
-    if table.is_null() || offsets.is_null() || arena.is_null() {
+    let table = crate::sys::map(TABLE_SLOTS * 4, true);
+    let offsets = crate::sys::map(MAX_STACKS * 8, true);
+    if table.is_null() || offsets.is_null() {
         return false;
     }
-    // Reserved address space is not memory in use; count only what is touched (roughly) later.
-    crate::heap::MAPPED.fetch_sub(
-        TABLE_SLOTS * 4 + MAX_STACKS * 8 + ARENA_WORDS * 8,
-        Ordering::Relaxed,
-    );
+    let Some((arena, words)) = ARENA_TRIES.iter().find_map(|&w| {
+        let p = crate::sys::map(w * 8, true);
+        (!p.is_null()).then_some((p, w))
+    }) else {
+        return false;
+    };
+    ARENA_WORDS.store(words, Ordering::Relaxed);
     TABLE.store(table.cast(), Ordering::Release);
     OFFSETS.store(offsets.cast(), Ordering::Release);
     ARENA.store(arena.cast(), Ordering::Release);
@@ -127,7 +131,7 @@ pub fn intern(frames: &[u64]) -> u32 {
 fn append(frames: &[u64]) -> Option<u32> {
     let words = frames.len() + 1;
     let off = ARENA_USED.fetch_add(words, Ordering::Relaxed);
-    if off + words > ARENA_WORDS {
+    if off + words > ARENA_WORDS.load(Ordering::Relaxed) {
         return None;
     }
     let id = NEXT_ID.fetch_add(1, Ordering::AcqRel);

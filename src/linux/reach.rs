@@ -50,14 +50,10 @@ pub fn capture_entry() {
     ENTRY_SP.store(sp, Ordering::Relaxed);
 }
 
-/// Stacks of the threads that have allocated: roots for the reachability scan at exit.
+/// Stacks of the threads that have allocated (low, high, tid): roots for the reachability scan at exit.
 const MAX_THREADS: usize = 4096;
-static STACKS: [[core::sync::atomic::AtomicU64; 2]; MAX_THREADS] = [const {
-    [
-        core::sync::atomic::AtomicU64::new(0),
-        core::sync::atomic::AtomicU64::new(0),
-    ]
-}; MAX_THREADS];
+static STACKS: [[AtomicU64; 3]; MAX_THREADS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; MAX_THREADS];
 static NEXT_STACK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// Remembers the calling thread's stack range (once per thread, at its first recorded allocation).
@@ -65,7 +61,7 @@ static NEXT_STACK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicU
 pub fn register_thread() {
     // SAFETY: pthread_getattr_np fills `attr` for the calling thread; it may allocate, which this thread's busy
     // flag turns into internal (uncounted) allocations.
-    unsafe {
+    let (lo, hi) = unsafe {
         let mut attr = core::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
         if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
             return;
@@ -77,35 +73,47 @@ pub fn register_thread() {
         if !ok {
             return;
         }
-        let lo = addr as u64;
-        let hi = lo + size as u64;
-        // Reuse the slot of an earlier thread whose stack this one took over (glibc caches stacks).
-        let n = NEXT_STACK
-            .load(core::sync::atomic::Ordering::Acquire)
-            .min(MAX_THREADS);
-        for s in &STACKS[..n] {
-            if s[0].load(core::sync::atomic::Ordering::Relaxed) == lo {
-                s[1].store(hi, core::sync::atomic::Ordering::Relaxed);
-                return;
-            }
+        (addr as u64, addr as u64 + size as u64)
+    };
+    let tid = crate::sys::gettid() as u64;
+    // Reuse the slot of an earlier thread whose stack this one took over (glibc caches stacks).
+    let n = NEXT_STACK.load(Ordering::Acquire).min(MAX_THREADS);
+    for s in &STACKS[..n] {
+        if s[0].load(Ordering::Relaxed) == lo {
+            s[1].store(hi, Ordering::Relaxed);
+            s[2].store(tid, Ordering::Relaxed);
+            return;
         }
-        let i = NEXT_STACK.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
-        if let Some(s) = STACKS.get(i) {
-            s[1].store(hi, core::sync::atomic::Ordering::Relaxed);
-            s[0].store(lo, core::sync::atomic::Ordering::Release);
-        }
+    }
+    let i = NEXT_STACK.fetch_add(1, Ordering::AcqRel);
+    if let Some(s) = STACKS.get(i) {
+        s[1].store(hi, Ordering::Relaxed);
+        s[2].store(tid, Ordering::Relaxed);
+        s[0].store(lo, Ordering::Release);
     }
 }
 
-/// The registered thread stacks as (low, high) ranges.
-pub fn stacks() -> impl Iterator<Item = (u64, u64)> {
-    let n = NEXT_STACK
-        .load(core::sync::atomic::Ordering::Acquire)
-        .min(MAX_THREADS);
+/// True if thread `tid` of this process still exists. A thread that has exited leaves only stale data on its
+/// (cached) stack, and scanning 8 MiB of untouched stack per dead thread costs page faults for nothing.
+fn thread_alive(tid: u64) -> bool {
+    let mut path = [0u8; 64];
+    let prefix = b"/proc/self/task/";
+    path[..prefix.len()].copy_from_slice(prefix);
+    let mut d = [0u8; 20];
+    let digits = crate::sys::fmt_u64(tid, &mut d);
+    path[prefix.len()..prefix.len() + digits.len()].copy_from_slice(digits);
+    // SAFETY: NUL-terminated path (the buffer is zeroed beyond the digits).
+    unsafe { libc::access(path.as_ptr().cast(), libc::F_OK) == 0 }
+}
+
+/// The registered stacks of threads still alive, as (low, high) ranges.
+fn stacks() -> impl Iterator<Item = (u64, u64)> {
+    let n = NEXT_STACK.load(Ordering::Acquire).min(MAX_THREADS);
     STACKS[..n].iter().filter_map(|s| {
-        let lo = s[0].load(core::sync::atomic::Ordering::Acquire);
-        let hi = s[1].load(core::sync::atomic::Ordering::Relaxed);
-        (lo != 0 && hi > lo).then_some((lo, hi))
+        let lo = s[0].load(Ordering::Acquire);
+        let hi = s[1].load(Ordering::Relaxed);
+        let tid = s[2].load(Ordering::Relaxed);
+        (lo != 0 && hi > lo && thread_alive(tid)).then_some((lo, hi))
     })
 }
 
@@ -320,7 +328,9 @@ pub fn classify(blocks: &[Block], roots: &Roots) -> Option<Vec<u8>> {
         hi: last.addr + last.size.max(1),
         glibc,
     };
+    // Each block is pushed at most once per phase, so this never grows (and never aborts on OOM).
     let mut work: Vec<u32> = Vec::new();
+    work.try_reserve_exact(blocks.len()).ok()?;
     for &(lo, hi) in &roots.0 {
         scan(&idx, lo, hi, |i| {
             if class[i] == UNREACHED {

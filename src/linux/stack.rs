@@ -45,7 +45,23 @@ pub static MISSES: AtomicU64 = AtomicU64::new(0);
 
 /// Forgets every cached rule (a library was unloaded; its addresses may be reused by the next one).
 pub fn invalidate() {
-    GENERATION.fetch_add(1, Ordering::AcqRel);
+    let gen = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+    // The generation occupies 16 bits of the key; when it wraps, old keys could match again, so empty the cache.
+    if gen & 0xffff == 0 {
+        for slot in CACHE.iter() {
+            let s = slot.seq.load(Ordering::Relaxed);
+            if s & 1 == 0
+                && slot
+                    .seq
+                    .compare_exchange(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                slot.key.store(0, Ordering::Relaxed);
+                slot.val.store(0, Ordering::Relaxed);
+                slot.seq.store(s + 2, Ordering::Release);
+            }
+        }
+    }
 }
 
 /// Remembers the preload library's own address range so that its frames are never recorded.
@@ -242,7 +258,7 @@ pub fn walk(out: &mut [u64]) -> Walk {
 
 #[inline(always)]
 fn rule_for(lookup: u64, pc: u64, gen: u64) -> u64 {
-    let key = lookup ^ (gen << 48);
+    let key = lookup ^ ((gen & 0xffff) << 48);
     let idx = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize;
     let slot = &CACHE[idx];
     let s1 = slot.seq.load(Ordering::Acquire);
@@ -295,6 +311,15 @@ fn rule_slow(lookup: u64, pc: u64) -> u64 {
     STOP
 }
 
+/// gimli's unwind state kept in line on the stack: no heap allocation on a cache miss, so the unwinder cannot
+/// fail (or abort) when the tracer is out of memory. x86-64 CFI names at most 17 registers plus the return address.
+struct StoreOnStack;
+
+impl<T: gimli::ReaderOffset> gimli::UnwindContextStorage<T> for StoreOnStack {
+    type Rules = [(gimli::Register, gimli::RegisterRule<T>); 32];
+    type Stack = [gimli::UnwindTableRow<T, Self>; 2];
+}
+
 fn eval_fde(lookup: u64, obj: &real::DlFindObject) -> u64 {
     use gimli::{
         BaseAddresses, CfaRule, EhFrame, EhFrameHdr, LittleEndian, Pointer, RegisterRule,
@@ -332,7 +357,7 @@ fn eval_fde(lookup: u64, obj: &real::DlFindObject) -> u64 {
     let Some(table) = parsed.table() else {
         return STOP;
     };
-    let mut ctx = UnwindContext::new();
+    let mut ctx = UnwindContext::<usize, StoreOnStack>::new_in();
     let Ok(row) = table.unwind_info_for_address(
         &eh_frame,
         &bases,
