@@ -1,0 +1,472 @@
+//! `heapledger run`: launches a program with the preload library and summarises the dumps it wrote.
+//!
+//! The steps are separate functions (find the library, launch, collect dumps, summarise, decide the exit code)
+//! so that gate options such as a future `--fail-on` only add a check in [`exit_code`] over the summaries.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+
+use heapledger_format::{ErrorCounts, ErrorKind as BadFree, LoadError};
+
+use crate::exit;
+
+/// Name of the preload library looked for next to the `heapledger` executable.
+pub const LIBRARY_NAME: &str = "libheapledger.so";
+
+/// Options of `heapledger run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Dump file name pattern: `%p` becomes the pid, `%n` the snapshot number (expanded by the library).
+    /// Relative patterns are relative to the program's working directory.
+    #[arg(
+        long,
+        value_name = "PATTERN",
+        env = "HEAPLEDGER_OUT",
+        default_value = "heapledger.%p.json"
+    )]
+    pub out: OsString,
+
+    /// Maximum frames recorded per allocation stack (default: the library's).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub depth: Option<u32>,
+
+    /// The program to run, and its arguments (put `--` before them if they start with `-`).
+    #[arg(required = true, trailing_var_arg = true, value_name = "PROG")]
+    pub command: Vec<OsString>,
+}
+
+/// A dump the program wrote, with its summary or the reason it could not be read.
+pub struct WrittenDump {
+    /// Absolute path, as the library recorded it in the manifest.
+    pub path: PathBuf,
+    /// Summary, or why the file could not be loaded.
+    pub summary: Result<Summary, LoadError>,
+}
+
+/// The numbers `run` prints per dump (and that gate options will test).
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Process id (a forked child writes its own dump).
+    pub pid: u64,
+    /// Why the dump was written.
+    pub reason: String,
+    /// Reason detail (signal name).
+    pub detail: String,
+    /// Live blocks.
+    pub live_blocks: u64,
+    /// Live bytes.
+    pub live_bytes: u64,
+    /// Exact error counts.
+    pub errors: ErrorCounts,
+}
+
+/// Runs `heapledger run` and returns the process exit code.
+pub fn run(args: RunArgs) -> u8 {
+    let lib = match find_library() {
+        Ok(lib) => lib,
+        Err(message) => {
+            eprintln!("heapledger: {message}");
+            return exit::LIBRARY_MISSING;
+        }
+    };
+    let manifest = match Manifest::create() {
+        Ok(m) => m,
+        Err(message) => {
+            eprintln!("heapledger: {message}");
+            return exit::TOOL_ERROR;
+        }
+    };
+
+    let program = &args.command[0];
+    let mut cmd = Command::new(program);
+    cmd.args(&args.command[1..])
+        .env(
+            "LD_PRELOAD",
+            preload_value(&lib, std::env::var_os("LD_PRELOAD").as_deref()),
+        )
+        .env("HEAPLEDGER_OUT", &args.out)
+        .env("HEAPLEDGER_MANIFEST", &manifest.path);
+    if let Some(depth) = args.depth {
+        cmd.env("HEAPLEDGER_DEPTH", depth.to_string());
+    }
+
+    let status = match spawn_and_wait(&mut cmd) {
+        Ok(status) => status,
+        Err(e) => {
+            let name = Path::new(program).display();
+            return match e.kind() {
+                ErrorKind::NotFound => {
+                    eprintln!("heapledger: {name}: program not found");
+                    exit::NOT_FOUND
+                }
+                ErrorKind::PermissionDenied => {
+                    eprintln!("heapledger: {name}: permission denied (not executable?)");
+                    exit::NOT_EXECUTABLE
+                }
+                _ => {
+                    eprintln!("heapledger: {name}: cannot run: {e}");
+                    exit::NOT_EXECUTABLE
+                }
+            };
+        }
+    };
+
+    let dumps: Vec<WrittenDump> = manifest
+        .dump_paths()
+        .into_iter()
+        .map(|path| WrittenDump {
+            summary: heapledger_format::load(&path).map(|d| summarise(&d)),
+            path,
+        })
+        .collect();
+    print_dumps(&dumps);
+    exit_code(status, &dumps)
+}
+
+/// The library from `$HEAPLEDGER_LIB`, else `libheapledger.so` next to this executable; made absolute so that
+/// processes that change directory before exec'ing still find it.
+fn find_library() -> Result<PathBuf, String> {
+    let candidate = match std::env::var_os("HEAPLEDGER_LIB").filter(|v| !v.is_empty()) {
+        Some(lib) => PathBuf::from(lib),
+        None => {
+            let dir = std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(Path::to_path_buf));
+            match dir {
+                Some(dir) => dir.join(LIBRARY_NAME),
+                None => PathBuf::from(LIBRARY_NAME),
+            }
+        }
+    };
+    let missing = || {
+        format!(
+            "cannot find {LIBRARY_NAME} (looked in {}); build it with cargo build --release or set HEAPLEDGER_LIB",
+            candidate.display()
+        )
+    };
+    let lib = std::fs::canonicalize(&candidate).map_err(|_| missing())?;
+    if !lib.is_file() {
+        return Err(missing());
+    }
+    // ld.so splits LD_PRELOAD at spaces and colons; there is no quoting.
+    if lib
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .any(|b| matches!(b, b' ' | b':' | b'\t' | b'\n'))
+    {
+        return Err(format!(
+            "the library path {} contains a space or colon, which LD_PRELOAD cannot express; set HEAPLEDGER_LIB \
+             to a copy at a plain path",
+            lib.display()
+        ));
+    }
+    Ok(lib)
+}
+
+/// Our library first, then whatever the user already preloads (without a second copy of ours, as when
+/// `heapledger run` runs under itself: the library must be loaded once).
+fn preload_value(lib: &Path, existing: Option<&OsStr>) -> OsString {
+    let mut value = lib.as_os_str().to_os_string();
+    let existing = existing.map(OsStr::as_bytes).unwrap_or_default();
+    for entry in existing.split(|&b| b == b':' || b == b' ') {
+        if !entry.is_empty() && entry != lib.as_os_str().as_bytes() {
+            value.push(":");
+            value.push(OsStr::from_bytes(entry));
+        }
+    }
+    value
+}
+
+/// Spawns the program and waits for it.
+///
+/// While it runs, SIGINT and SIGQUIT are ignored here: the terminal delivers them to the whole foreground
+/// process group, so the program still gets them (and decides whether to die), while we survive to report
+/// the dump it writes. This is what `system(3)` does. The dispositions are changed only after the spawn, so
+/// the program does not inherit "ignored".
+fn spawn_and_wait(cmd: &mut Command) -> std::io::Result<ExitStatus> {
+    let mut child = cmd.spawn()?;
+    let _guard = IgnoreInterrupts::new();
+    child.wait()
+}
+
+/// Ignores SIGINT/SIGQUIT for its lifetime.
+struct IgnoreInterrupts {
+    previous: [(libc::c_int, libc::sighandler_t); 2],
+}
+
+impl IgnoreInterrupts {
+    fn new() -> Self {
+        let mut previous = [
+            (libc::SIGINT, libc::SIG_DFL),
+            (libc::SIGQUIT, libc::SIG_DFL),
+        ];
+        for (sig, old) in &mut previous {
+            // SAFETY: installing SIG_IGN runs no code in signal context; the old disposition is restored on drop.
+            *old = unsafe { libc::signal(*sig, libc::SIG_IGN) };
+        }
+        IgnoreInterrupts { previous }
+    }
+}
+
+impl Drop for IgnoreInterrupts {
+    fn drop(&mut self) {
+        for &(sig, old) in &self.previous {
+            if old != libc::SIG_ERR {
+                // SAFETY: restores the disposition saved in `new`.
+                unsafe { libc::signal(sig, old) };
+            }
+        }
+    }
+}
+
+/// The file the library appends one line per dump to: `<absolute dump path>\n`. Using it (rather than
+/// globbing for the pattern) finds exactly the dumps of this run, including those of forked children and of
+/// patterns with `%n`.
+struct Manifest {
+    path: PathBuf,
+}
+
+impl Manifest {
+    fn create() -> Result<Manifest, String> {
+        let dir = std::env::temp_dir();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mut last_error = None;
+        for attempt in 0..100u32 {
+            let path = dir.join(format!(
+                "heapledger-manifest.{}.{nanos}.{attempt}",
+                std::process::id()
+            ));
+            // create_new: never append to (or follow a link planted as) someone else's file in a shared /tmp.
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(_) => return Ok(Manifest { path }),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    last_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let why = last_error.map_or_else(|| "name collisions".to_owned(), |e| e.to_string());
+        Err(format!(
+            "cannot create a manifest file in {}: {why}",
+            dir.display()
+        ))
+    }
+
+    /// Dump paths in the order written, each once.
+    fn dump_paths(&self) -> Vec<PathBuf> {
+        let Ok(bytes) = std::fs::read(&self.path) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for line in bytes.split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            let path = PathBuf::from(OsStr::from_bytes(line));
+            if !paths.contains(&path) {
+                paths.push(path);
+            }
+        }
+        paths
+    }
+}
+
+impl Drop for Manifest {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn summarise(d: &heapledger_format::Dump) -> Summary {
+    Summary {
+        pid: d.pid,
+        reason: d.reason.clone(),
+        detail: d.detail.clone(),
+        live_blocks: d.live.blocks,
+        live_bytes: d.live.bytes,
+        errors: d.error_counts,
+    }
+}
+
+/// One line per dump: `path: pid N, reason: X live blocks (Y bytes), errors`.
+pub fn summary_line(s: &Summary) -> String {
+    let reason = if s.detail.is_empty() {
+        s.reason.clone()
+    } else {
+        format!("{} ({})", s.reason, s.detail)
+    };
+    let errors: Vec<String> = BadFree::ALL
+        .iter()
+        .filter(|&&k| s.errors.get(k) > 0)
+        .map(|&k| format!("{} {}", s.errors.get(k), k.name()))
+        .collect();
+    let errors = if errors.is_empty() {
+        "no errors".to_owned()
+    } else {
+        format!("errors: {}", errors.join(", "))
+    };
+    format!(
+        "pid {}, {reason}: {} live blocks ({} bytes), {errors}",
+        s.pid, s.live_blocks, s.live_bytes
+    )
+}
+
+fn print_dumps(dumps: &[WrittenDump]) {
+    if dumps.is_empty() {
+        eprintln!(
+            "heapledger: 0 dump(s) written (see any messages above; a statically linked or setuid program \
+             ignores LD_PRELOAD)"
+        );
+        return;
+    }
+    eprintln!("heapledger: {} dump(s) written:", dumps.len());
+    for d in dumps {
+        match &d.summary {
+            Ok(s) => eprintln!("  {}: {}", d.path.display(), summary_line(s)),
+            Err(e) => eprintln!("  {e}"),
+        }
+    }
+    let paths: Vec<String> = dumps.iter().map(|d| d.path.display().to_string()).collect();
+    eprintln!("heapledger: details: heapledger report {}", paths.join(" "));
+}
+
+/// The program's own exit code, or 128+signal when it was killed (printing which signal). Gate options will
+/// override a 0 here when their condition holds for `dumps`.
+fn exit_code(status: ExitStatus, _dumps: &[WrittenDump]) -> u8 {
+    if let Some(code) = status.code() {
+        // Exit codes are 0..=255 on Unix; the truncation mirrors what a shell would see.
+        return code as u8;
+    }
+    match status.signal() {
+        Some(sig) => {
+            let core = if status.core_dumped() {
+                " (core dumped)"
+            } else {
+                ""
+            };
+            eprintln!(
+                "heapledger: program killed by signal {}{core}",
+                signal_name(sig)
+            );
+            128u8.wrapping_add(sig as u8)
+        }
+        None => exit::TOOL_ERROR,
+    }
+}
+
+/// `SIGSEGV` etc. for the common signals, `signal N` otherwise.
+pub fn signal_name(sig: i32) -> String {
+    const NAMES: [(libc::c_int, &str); 25] = [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGCHLD, "SIGCHLD"),
+        (libc::SIGCONT, "SIGCONT"),
+        (libc::SIGSTOP, "SIGSTOP"),
+        (libc::SIGTSTP, "SIGTSTP"),
+        (libc::SIGTTIN, "SIGTTIN"),
+        (libc::SIGTTOU, "SIGTTOU"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGSYS, "SIGSYS"),
+    ];
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == sig)
+        .map_or_else(|| format!("signal {sig}"), |(_, name)| (*name).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preload_prepends() {
+        let lib = Path::new("/opt/hl/libheapledger.so");
+        assert_eq!(preload_value(lib, None), "/opt/hl/libheapledger.so");
+        assert_eq!(
+            preload_value(lib, Some(OsStr::new(""))),
+            "/opt/hl/libheapledger.so"
+        );
+        assert_eq!(
+            preload_value(lib, Some(OsStr::new("/a.so:/b.so"))),
+            "/opt/hl/libheapledger.so:/a.so:/b.so"
+        );
+        assert_eq!(
+            preload_value(lib, Some(OsStr::new("/a.so /opt/hl/libheapledger.so"))),
+            "/opt/hl/libheapledger.so:/a.so"
+        );
+    }
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_name(libc::SIGSEGV), "SIGSEGV");
+        assert_eq!(signal_name(libc::SIGABRT), "SIGABRT");
+        assert_eq!(signal_name(60), "signal 60");
+    }
+
+    #[test]
+    fn summary_lines() {
+        let mut s = Summary {
+            pid: 7,
+            reason: "exit".into(),
+            detail: String::new(),
+            live_blocks: 2,
+            live_bytes: 96,
+            errors: ErrorCounts::default(),
+        };
+        assert_eq!(
+            summary_line(&s),
+            "pid 7, exit: 2 live blocks (96 bytes), no errors"
+        );
+        s.reason = "crash".into();
+        s.detail = "SIGSEGV".into();
+        s.errors.double_free = 1;
+        s.errors.mismatched_free = 3;
+        assert_eq!(
+            summary_line(&s),
+            "pid 7, crash (SIGSEGV): 2 live blocks (96 bytes), errors: 1 double_free, 3 mismatched_free"
+        );
+    }
+
+    #[test]
+    fn manifest_lists_each_dump_once() {
+        let m = Manifest::create().unwrap();
+        std::fs::write(&m.path, "/tmp/a.json\n/tmp/b.json\n/tmp/a.json\n\n").unwrap();
+        assert_eq!(
+            m.dump_paths(),
+            [PathBuf::from("/tmp/a.json"), PathBuf::from("/tmp/b.json")]
+        );
+        let path = m.path.clone();
+        drop(m);
+        assert!(!path.exists());
+    }
+}
