@@ -57,18 +57,9 @@ pub fn freed(t: &mut ThreadState, size: u64) {
 
 pub use crate::table::Totals;
 
-/// The totals so far: stripes plus every shard's own counts. `crash`: read shards without locking.
-pub fn totals(crash: bool) -> Totals {
+/// The totals counted in the stripes (events that touched no shard). Shard totals are read with the blocks.
+pub fn striped() -> Totals {
     let mut t = Totals::default();
-    for i in 0..crate::table::SHARDS {
-        let shard = crate::table::shard(i);
-        if crash {
-            // SAFETY: crash path; a torn read of a counter is acceptable, waiting is not.
-            t.add(unsafe { &(*shard.get_unlocked()).totals });
-        } else {
-            t.add(&shard.lock().totals);
-        }
-    }
     for s in &STRIPE {
         t.allocations += s.allocations.load(Ordering::Relaxed);
         t.frees += s.frees.load(Ordering::Relaxed);

@@ -12,7 +12,7 @@ use crate::json::Out;
 use crate::lock::SpinLock;
 use crate::modules;
 use crate::sys;
-use crate::table::{self, family, Block};
+use crate::table::{self, family, Block, Totals};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -162,8 +162,9 @@ pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
 }
 
 /// Copies the live blocks with every shard locked at once, sorts them by address and classifies them by
-/// reachability. None when the tracer cannot get memory for it.
-fn copy_blocks_classified() -> Option<(Vec<Block>, Vec<u8>)> {
+/// reachability. Returns the blocks, their classes and the totals taken under the same locks; None when the
+/// tracer cannot get memory for it.
+fn copy_blocks_classified() -> Option<(Vec<Block>, Vec<u8>, Totals)> {
     let roots = crate::reach::roots();
     let mut guards = Vec::new();
     guards.try_reserve_exact(table::SHARDS).ok()?;
@@ -173,52 +174,91 @@ fn copy_blocks_classified() -> Option<(Vec<Block>, Vec<u8>)> {
     let n = guards.iter().map(|g| g.len()).sum();
     let mut v: Vec<Block> = Vec::new();
     v.try_reserve_exact(n).ok()?;
+    let mut totals = Totals::default();
     for g in &guards {
         v.extend(
             g.blocks()
                 .filter(|b| b.family() != family::INTERNAL)
                 .copied(),
         );
+        totals.add(&g.totals);
     }
-    v.sort_unstable_by_key(|b| b.addr);
+    v.sort_unstable_by_key(|b| b.addr());
     let class = crate::reach::classify(&v, &roots)?;
     drop(guards);
-    Some((v, class))
+    Some((v, class, totals))
 }
 
-/// Copies the live blocks, shard by shard. None when the tracer cannot get memory for the copy.
-fn copy_blocks() -> Option<Vec<Block>> {
-    let mut v: Vec<Block> = Vec::new();
+/// Writes the live blocks shard by shard: each shard is copied into a buffer under its lock (the only pause
+/// the program sees) and written after the lock is released. The buffer is sized before the lock is taken,
+/// so no allocation happens while a shard is held. Returns the totals read together with the blocks, and the
+/// number and bytes of the blocks written.
+fn stream_blocks(out: &mut Out, crash: bool, first: &mut bool) -> (Totals, u64, u64) {
+    let mut totals = Totals::default();
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let mut put = |out: &mut Out, b: &Block, first: &mut bool| {
+        count += 1;
+        bytes += b.size();
+        write_block(out, b, 0, first);
+    };
+    let mut buf: Vec<Block> = Vec::new();
     for i in 0..table::SHARDS {
-        let start = sys::monotonic_ns();
-        let s = table::shard(i).lock();
-        if v.try_reserve(s.len()).is_err() {
-            return None;
+        let shard = table::shard(i);
+        if crash {
+            // SAFETY (crash path): no allocation and no waiting; a torn read misreports a block or two.
+            let s = unsafe { &*shard.get_unlocked() };
+            for b in s.blocks().filter(|b| b.family() != family::INTERNAL) {
+                put(out, b, first);
+            }
+            totals.add(&s.totals);
+            continue;
         }
-        v.extend(
-            s.blocks()
-                .filter(|b| b.family() != family::INTERNAL)
-                .copied(),
-        );
-        drop(s);
-        let pause = sys::monotonic_ns() - start;
-        MAX_PAUSE_NS.fetch_max(pause, Ordering::Relaxed);
+        loop {
+            let start = sys::monotonic_ns();
+            let s = shard.lock();
+            if buf.capacity() >= s.len() {
+                buf.clear();
+                buf.extend(
+                    s.blocks()
+                        .filter(|b| b.family() != family::INTERNAL)
+                        .copied(),
+                );
+                totals.add(&s.totals);
+                drop(s);
+                MAX_PAUSE_NS.fetch_max(sys::monotonic_ns() - start, Ordering::Relaxed);
+                for b in &buf {
+                    put(out, b, first);
+                }
+                break;
+            }
+            let need = s.len() + s.len() / 4 + 16;
+            drop(s);
+            if buf.try_reserve_exact(need - buf.len()).is_err() {
+                // Out of memory: write this shard straight from the table, holding its lock longer.
+                let s = shard.lock();
+                for b in s.blocks().filter(|b| b.family() != family::INTERNAL) {
+                    put(out, b, first);
+                }
+                totals.add(&s.totals);
+                break;
+            }
+        }
     }
-    Some(v)
+    (totals, count, bytes)
 }
 
 fn write_block(out: &mut Out, b: &Block, class: u8, first: &mut bool) {
     out.raw(if *first { b"\n[" } else { b",\n[" });
     *first = false;
-    out.num(b.addr);
+    out.num(b.addr());
     out.raw(b",");
-    out.num(b.size);
+    out.num(b.size());
     out.raw(b",");
-    out.num(b.stack as u64);
+    out.num(b.stack() as u64);
     out.raw(b",");
     out.num(b.family() as u64);
     out.raw(b",");
-    out.num(b.tid as u64);
+    out.num(b.tid() as u64);
     out.raw(b",");
     out.num(b.seq());
     out.raw(b",");
@@ -227,36 +267,6 @@ fn write_block(out: &mut Out, b: &Block, class: u8, first: &mut bool) {
 }
 
 fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bool) {
-    // Take the live blocks and errors first: every stack id they name is then below the stack count read later.
-    let final_dump = matches!(reason, Reason::Exit | Reason::UnderscoreExit);
-    let (blocks, classes) = if crash {
-        (None, None)
-    } else if final_dump && crate::config::REACH.load(Ordering::Relaxed) != 0 {
-        match copy_blocks_classified() {
-            Some((v, c)) => (Some(v), Some(c)),
-            None => (copy_blocks(), None),
-        }
-    } else {
-        (copy_blocks(), None)
-    };
-    let err_counts = errors::counts();
-    let totals = counters::totals(crash);
-    let (live_blocks, live_bytes) = match &blocks {
-        Some(v) => (v.len() as u64, v.iter().map(|b| b.size).sum::<u64>()),
-        None => {
-            let (mut nb, mut by) = (0u64, 0u64);
-            for i in 0..table::SHARDS {
-                // SAFETY (crash path): a torn read of a shard only misreports a block or two.
-                let s = unsafe { &*table::shard(i).get_unlocked() };
-                for b in s.blocks().filter(|b| b.family() != family::INTERNAL) {
-                    nb += 1;
-                    by += b.size;
-                }
-            }
-            (nb, by)
-        }
-    };
-
     out.raw(b"{");
     out.key("format");
     out.str(heapledger_format::FORMAT.as_bytes());
@@ -316,120 +326,29 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
     out.key("sample_bytes");
     out.num(crate::config::SAMPLE.load(Ordering::Relaxed));
     out.raw(b",\n");
-    out.key("totals");
-    out.raw(b"{");
-    out.key("allocations");
-    out.num(totals.allocations);
-    out.raw(b",");
-    out.key("frees");
-    out.num(totals.frees);
-    out.raw(b",");
-    out.key("bytes_allocated");
-    out.num(totals.bytes_allocated);
-    out.raw(b",");
-    out.key("bytes_freed");
-    out.num(totals.bytes_freed);
-    out.raw(b"},\n");
-    out.key("live");
-    out.raw(b"{");
-    out.key("blocks");
-    out.num(live_blocks);
-    out.raw(b",");
-    out.key("bytes");
-    out.num(live_bytes);
-    out.raw(b"},\n");
-    out.key("error_counts");
-    out.raw(b"{");
-    for (i, name) in errors::KIND_NAMES.iter().enumerate() {
-        if i > 0 {
-            out.raw(b",");
-        }
-        out.key(name);
-        out.num(err_counts[i]);
-    }
-    out.raw(b"},\n");
-    out.key("tracer");
-    out.raw(b"{");
-    out.key("lost_blocks");
-    out.num(table::LOST.load(Ordering::Relaxed));
-    out.raw(b",");
-    out.key("lost_stacks");
-    out.num(intern::LOST.load(Ordering::Relaxed));
-    out.raw(b",");
-    out.key("lost_errors");
-    out.num(errors::LOST.load(Ordering::Relaxed));
-    out.raw(b",");
-    out.key("truncated_stacks");
-    out.num(intern::TRUNCATED.load(Ordering::Relaxed));
-    out.raw(b",");
-    out.key("memory_bytes");
-    out.num(crate::heap::MAPPED.load(Ordering::Relaxed) as u64);
-    out.raw(b",");
-    out.key("unwind_cache_misses");
-    out.num(crate::stack::MISSES.load(Ordering::Relaxed));
-    out.raw(b",");
-    out.key("heap_failures");
-    out.num(crate::heap::FAILURES.load(Ordering::Relaxed) as u64);
-    out.raw(b",");
-    out.key("max_pause_ns");
-    out.num(MAX_PAUSE_NS.load(Ordering::Relaxed));
-    out.raw(b"},\n");
-    out.key("allocators");
-    out.raw(b"[\"malloc\",\"aligned\",\"new\",\"new[]\"],\n");
 
-    write_modules(out, crash);
-
-    let nstacks = intern::count();
-    out.key("stacks");
-    out.raw(b"[");
-    for id in 0..nstacks {
-        out.raw(if id == 0 { b"\n[" } else { b",\n[" });
-        if let Some(frames) = intern::get(id) {
-            for (i, f) in frames.iter().enumerate() {
-                if i > 0 {
-                    out.raw(b",");
-                }
-                out.num(*f);
-            }
-        }
-        out.raw(b"]");
-    }
-    out.raw(b"],\n");
-
+    // Blocks first, then errors, then stacks: every stack id they name is below the count read afterwards.
+    let final_dump = matches!(reason, Reason::Exit | Reason::UnderscoreExit);
     out.key("blocks");
     out.raw(b"[");
     let mut first = true;
-    match &blocks {
-        Some(v) => {
-            for (i, b) in v.iter().enumerate() {
-                let class = classes
-                    .as_ref()
-                    .and_then(|c| c.get(i).copied())
-                    .unwrap_or(0);
-                write_block(out, b, class, &mut first);
+    let classified = if !crash && final_dump && crate::config::REACH.load(Ordering::Relaxed) != 0 {
+        copy_blocks_classified()
+    } else {
+        None
+    };
+    let (mut totals, live_blocks, live_bytes) = match classified {
+        Some((v, classes, t)) => {
+            for (b, c) in v.iter().zip(classes.iter()) {
+                write_block(out, b, *c, &mut first);
             }
+            let bytes = v.iter().map(|b| b.size()).sum::<u64>();
+            (t, v.len() as u64, bytes)
         }
-        None => {
-            for i in 0..table::SHARDS {
-                let guard = if crash {
-                    None
-                } else {
-                    Some(table::shard(i).lock())
-                };
-                // SAFETY: under the lock, or (crash path) an accepted torn read.
-                let s = match &guard {
-                    Some(g) => &**g,
-                    None => unsafe { &*table::shard(i).get_unlocked() },
-                };
-                for b in s.blocks().filter(|b| b.family() != family::INTERNAL) {
-                    if b.stack < nstacks {
-                        write_block(out, b, 0, &mut first);
-                    }
-                }
-            }
-        }
-    }
+        None => stream_blocks(out, crash, &mut first),
+    };
     out.raw(b"],\n");
+    totals.add(&counters::striped());
 
     out.key("errors");
     out.raw(b"[");
@@ -466,7 +385,7 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
             ] {
                 out.raw(b",");
                 out.key(k);
-                if v == errors::NO_STACK || v >= nstacks {
+                if v == errors::NO_STACK {
                     out.raw(b"null");
                 } else {
                     out.num(v as u64);
@@ -476,12 +395,97 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
         }
     };
     if crash {
-        // SAFETY: crash path, torn reads accepted.
         errors::with_kept_unlocked(|k| write_errors(out, k));
     } else {
         errors::with_kept(|k| write_errors(out, k));
     }
     out.raw(b"],\n");
+
+    let nstacks = intern::count();
+    out.key("stacks");
+    out.raw(b"[");
+    for id in 0..nstacks {
+        out.raw(if id == 0 { b"\n[" } else { b",\n[" });
+        if let Some(frames) = intern::get(id) {
+            for (i, f) in frames.iter().enumerate() {
+                if i > 0 {
+                    out.raw(b",");
+                }
+                out.num(*f);
+            }
+        }
+        out.raw(b"]");
+    }
+    out.raw(b"],\n");
+
+    let err_counts = errors::counts();
+    out.key("totals");
+    out.raw(b"{");
+    out.key("allocations");
+    out.num(totals.allocations);
+    out.raw(b",");
+    out.key("frees");
+    out.num(totals.frees);
+    out.raw(b",");
+    out.key("bytes_allocated");
+    out.num(totals.bytes_allocated);
+    out.raw(b",");
+    out.key("bytes_freed");
+    out.num(totals.bytes_freed);
+    out.raw(b"},\n");
+    out.key("live");
+    out.raw(b"{");
+    out.key("blocks");
+    out.num(live_blocks);
+    out.raw(b",");
+    out.key("bytes");
+    out.num(live_bytes);
+    out.raw(b"},\n");
+    out.key("error_counts");
+    out.raw(b"{");
+    for (i, name) in errors::KIND_NAMES.iter().enumerate() {
+        if i > 0 {
+            out.raw(b",");
+        }
+        out.key(name);
+        out.num(err_counts[i]);
+    }
+    out.raw(b"},\n");
+    out.key("tracer");
+    out.raw(b"{");
+    let tracer_fields: [(&str, u64); 8] = [
+        ("lost_blocks", table::LOST.load(Ordering::Relaxed)),
+        ("lost_stacks", intern::LOST.load(Ordering::Relaxed)),
+        ("lost_errors", errors::LOST.load(Ordering::Relaxed)),
+        (
+            "truncated_stacks",
+            intern::TRUNCATED.load(Ordering::Relaxed),
+        ),
+        (
+            "memory_bytes",
+            crate::heap::MAPPED.load(Ordering::Relaxed) as u64,
+        ),
+        (
+            "unwind_cache_misses",
+            crate::stack::MISSES.load(Ordering::Relaxed),
+        ),
+        (
+            "heap_failures",
+            crate::heap::FAILURES.load(Ordering::Relaxed) as u64,
+        ),
+        ("max_pause_ns", MAX_PAUSE_NS.load(Ordering::Relaxed)),
+    ];
+    for (i, (k, v)) in tracer_fields.iter().enumerate() {
+        if i > 0 {
+            out.raw(b",");
+        }
+        out.key(k);
+        out.num(*v);
+    }
+    out.raw(b"},\n");
+    out.key("allocators");
+    out.raw(b"[\"malloc\",\"aligned\",\"new\",\"new[]\"],\n");
+    write_modules(out, crash);
     out.key("complete");
     out.raw(b"true}\n");
 }

@@ -152,7 +152,7 @@ pub fn on_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) -> Set
         if let Some(b) = r {
             if b.family() != family::INTERNAL {
                 shard.totals.frees += 1;
-                shard.totals.bytes_freed += b.size;
+                shard.totals.bytes_freed += b.size();
                 if !sampling {
                     shard.remember_freed(b, free_stack);
                 }
@@ -167,13 +167,13 @@ pub fn on_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) -> Set
                 errors::report(Error {
                     kind: Kind::MismatchedFree,
                     addr: p,
-                    size: b.size,
+                    size: b.size(),
                     family: b.family(),
                     freed_with: how,
                     detail: Detail::None,
                     tid: thread::tid(t),
                     stack: free_stack,
-                    alloc_stack: b.stack,
+                    alloc_stack: b.stack(),
                     first_free_stack: NO_STACK,
                 });
             }
@@ -215,15 +215,15 @@ fn classify_bad_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) 
     if let Some(f) = freed {
         e.kind = Kind::DoubleFree;
         e.detail = Detail::None;
-        e.size = f.block.size;
+        e.size = f.block.size();
         e.family = f.block.family();
-        e.alloc_stack = f.block.stack;
+        e.alloc_stack = f.block.stack();
         e.first_free_stack = f.free_stack;
     } else if let Some(b) = table::find_containing(p) {
         e.detail = Detail::Interior;
-        e.size = b.size;
+        e.size = b.size();
         e.family = b.family();
-        e.alloc_stack = b.stack;
+        e.alloc_stack = b.stack();
     } else if table::LOST.load(Ordering::Relaxed) != 0 {
         // Some blocks went unrecorded: this may be one of them. Let the allocator have it.
         counters::freed(t, 0);
@@ -242,9 +242,9 @@ fn classify_bad_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) 
 
 /// Puts back a block whose release failed (realloc returned NULL for a non-zero size: the old block lives on).
 pub fn undo_free(b: Block) {
-    let mut shard = table::shard_of(b.addr).lock();
+    let mut shard = table::shard_of(b.addr()).lock();
     shard.totals.frees -= 1;
-    shard.totals.bytes_freed -= b.size;
+    shard.totals.bytes_freed -= b.size();
     if !shard.insert(b) {
         table::LOST.fetch_add(1, Ordering::Relaxed);
     }

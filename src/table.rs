@@ -33,40 +33,60 @@ pub mod family {
     pub const INTERNAL: u8 = 0xff;
 }
 
-/// One live block (32 bytes).
+/// One live block, packed into 24 bytes (the ledger's memory per live block is what users pay for a big heap):
+/// word 0 = address (48 bits) + sequence bits 40..56, word 1 = size (40 bits) + sequence bits 0..24,
+/// then the stack id, and the thread id (24 bits) with the family (8 bits).
 #[derive(Clone, Copy, Default)]
 #[repr(C)]
 pub struct Block {
-    /// Address returned to the program (0: empty slot).
-    pub addr: u64,
-    /// Requested size.
-    pub size: u64,
-    /// Interned allocation stack.
-    pub stack: u32,
-    /// Allocating thread.
-    pub tid: u32,
-    /// Family in the top 8 bits, sequence number below.
-    pub seq_family: u64,
+    w0: u64,
+    w1: u64,
+    stack: u32,
+    tid_family: u32,
 }
 
+const ADDR_MASK: u64 = (1 << 48) - 1;
+const SIZE_MASK: u64 = (1 << 40) - 1;
+
 impl Block {
-    /// A block record.
+    /// A block record. Sizes are kept to 40 bits (1 TiB), thread ids to 24 bits, sequence numbers to 40 bits.
     pub fn new(addr: u64, size: u64, stack: u32, tid: u32, seq: u64, family: u8) -> Self {
         Block {
-            addr,
-            size,
+            w0: (addr & ADDR_MASK) | (((seq >> 24) & 0xffff) << 48),
+            w1: size.min(SIZE_MASK) | ((seq & 0xff_ffff) << 40),
             stack,
-            tid,
-            seq_family: (seq & ((1 << 56) - 1)) | ((family as u64) << 56),
+            tid_family: (tid & 0xff_ffff) | ((family as u32) << 24),
         }
     }
+    /// Address returned to the program (0: empty slot).
+    #[inline(always)]
+    pub fn addr(&self) -> u64 {
+        self.w0 & ADDR_MASK
+    }
+    /// Requested size.
+    #[inline(always)]
+    pub fn size(&self) -> u64 {
+        self.w1 & SIZE_MASK
+    }
+    /// Interned allocation stack.
+    #[inline(always)]
+    pub fn stack(&self) -> u32 {
+        self.stack
+    }
+    /// Allocating thread.
+    #[inline(always)]
+    pub fn tid(&self) -> u32 {
+        self.tid_family & 0xff_ffff
+    }
     /// The allocator family.
+    #[inline(always)]
     pub fn family(&self) -> u8 {
-        (self.seq_family >> 56) as u8
+        (self.tid_family >> 24) as u8
     }
     /// The sequence number.
+    #[inline(always)]
     pub fn seq(&self) -> u64 {
-        self.seq_family & ((1 << 56) - 1)
+        ((self.w0 >> 48) << 24) | (self.w1 >> 40)
     }
 }
 
@@ -130,11 +150,10 @@ const EMPTY: SpinLock<Shard> = SpinLock::new(Shard {
     ring_next: 0,
     ring: [Freed {
         block: Block {
-            addr: 0,
-            size: 0,
+            w0: 0,
+            w1: 0,
             stack: 0,
-            tid: 0,
-            seq_family: 0,
+            tid_family: 0,
         },
         free_stack: 0,
     }; RING],
@@ -153,14 +172,24 @@ static TABLE: [Padded; SHARDS] = {
 pub static LOST: AtomicU64 = AtomicU64::new(0);
 
 #[inline(always)]
-fn hash(addr: u64) -> u64 {
-    (addr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+fn shard_hash(addr: u64) -> u64 {
+    // By 64 KiB region: neighbours share a shard (and its cache lines); threads' arenas are distinct regions.
+    (addr >> 16).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Home slot of `addr` inside a shard table: locality-preserving. Blocks that the allocator carves one after
+/// another land in neighbouring slots, so a program with a big heap walks the ledger almost sequentially
+/// instead of missing cache on every call (a multiplicative hash cost ~300 ns per allocation with 1M live
+/// blocks). A hash of the 64 KiB region folded into the low bits keeps regions from piling onto one window.
+#[inline(always)]
+fn slot_hash(addr: u64) -> u64 {
+    (addr >> 4) ^ ((addr >> 16).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40)
 }
 
 /// The shard lock for `addr`.
 #[inline(always)]
 pub fn shard_of(addr: u64) -> &'static SpinLock<Shard> {
-    &TABLE[(hash(addr) >> (64 - SHARD_BITS)) as usize].0
+    &TABLE[(shard_hash(addr) >> (64 - SHARD_BITS)) as usize].0
 }
 
 /// Every shard lock, for fork handling and whole-table walks.
@@ -190,7 +219,7 @@ impl Shard {
         for i in 0..old_cap {
             // SAFETY: i < old_cap, inside the old table.
             let b = unsafe { *old.add(i) };
-            if b.addr != 0 {
+            if b.addr() != 0 {
                 self.place(b);
             }
         }
@@ -208,11 +237,11 @@ impl Shard {
 
     fn place(&mut self, b: Block) {
         let mask = self.cap - 1;
-        let mut i = hash(b.addr) as usize & mask;
+        let mut i = slot_hash(b.addr()) as usize & mask;
         loop {
             // SAFETY: i <= mask < cap.
             let s = unsafe { &mut *self.slots.add(i) };
-            if s.addr == 0 || s.addr == b.addr {
+            if s.addr() == 0 || s.addr() == b.addr() {
                 *s = b;
                 return;
             }
@@ -226,16 +255,16 @@ impl Shard {
             return false;
         }
         let mask = self.cap - 1;
-        let mut i = hash(b.addr) as usize & mask;
+        let mut i = slot_hash(b.addr()) as usize & mask;
         loop {
             // SAFETY: i <= mask < cap.
             let s = unsafe { &mut *self.slots.add(i) };
-            if s.addr == 0 {
+            if s.addr() == 0 {
                 *s = b;
                 self.len += 1;
                 return true;
             }
-            if s.addr == b.addr {
+            if s.addr() == b.addr() {
                 // The allocator handed out an address we think is live: it was freed behind our back
                 // (a path we do not see). The new block replaces it.
                 *s = b;
@@ -251,14 +280,14 @@ impl Shard {
             return None;
         }
         let mask = self.cap - 1;
-        let mut i = hash(addr) as usize & mask;
+        let mut i = slot_hash(addr) as usize & mask;
         loop {
             // SAFETY: i <= mask < cap.
             let s = unsafe { *self.slots.add(i) };
-            if s.addr == 0 {
+            if s.addr() == 0 {
                 return None;
             }
-            if s.addr == addr {
+            if s.addr() == addr {
                 break;
             }
             i = (i + 1) & mask;
@@ -272,10 +301,10 @@ impl Shard {
             j = (j + 1) & mask;
             // SAFETY: j <= mask.
             let s = unsafe { *self.slots.add(j) };
-            if s.addr == 0 {
+            if s.addr() == 0 {
                 break;
             }
-            let home = hash(s.addr) as usize & mask;
+            let home = slot_hash(s.addr()) as usize & mask;
             // Move s into the hole if its home is not cyclically within (hole, j].
             let between = if hole <= j {
                 home > hole && home <= j
@@ -300,14 +329,14 @@ impl Shard {
             return None;
         }
         let mask = self.cap - 1;
-        let mut i = hash(addr) as usize & mask;
+        let mut i = slot_hash(addr) as usize & mask;
         loop {
             // SAFETY: i <= mask.
             let s = unsafe { *self.slots.add(i) };
-            if s.addr == 0 {
+            if s.addr() == 0 {
                 return None;
             }
-            if s.addr == addr {
+            if s.addr() == addr {
                 return Some(s);
             }
             i = (i + 1) & mask;
@@ -324,7 +353,7 @@ impl Shard {
     pub fn find_freed(&self, addr: u64) -> Option<Freed> {
         (1..=RING)
             .map(|k| self.ring[(self.ring_next + RING - k) % RING])
-            .find(|f| f.block.addr == addr && addr != 0)
+            .find(|f| f.block.addr() == addr && addr != 0)
     }
 
     /// Live blocks in this shard.
@@ -340,7 +369,7 @@ impl Shard {
         } else {
             unsafe { core::slice::from_raw_parts(self.slots, self.cap) }
         };
-        all.iter().filter(|b| b.addr != 0)
+        all.iter().filter(|b| b.addr() != 0)
     }
 }
 
@@ -350,7 +379,9 @@ pub fn find_containing(addr: u64) -> Option<Block> {
         let s = shard(i).lock();
         let found = s
             .blocks()
-            .find(|b| b.family() != family::INTERNAL && addr > b.addr && addr < b.addr + b.size)
+            .find(|b| {
+                b.family() != family::INTERNAL && addr > b.addr() && addr < b.addr() + b.size()
+            })
             .copied();
         if found.is_some() {
             return found;

@@ -381,7 +381,7 @@ pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
         None => crate::table::shard_of(p as u64)
             .lock()
             .get(p as u64)
-            .map_or(0, |b| b.size as usize),
+            .map_or(0, |b| b.size() as usize),
     }
 }
 

@@ -273,15 +273,15 @@ impl Index<'_> {
         if v < self.lo || v >= self.hi {
             return None;
         }
-        let i = self.blocks.partition_point(|b| b.addr <= v);
+        let i = self.blocks.partition_point(|b| b.addr() <= v);
         if i == 0 {
             return None;
         }
         let b = &self.blocks[i - 1];
-        if v >= b.addr + b.size.max(1) {
+        if v >= b.addr() + b.size().max(1) {
             return None;
         }
-        if v != b.addr && self.glibc && v == b.addr + usable(b.addr) - 8 {
+        if v != b.addr() && self.glibc && v == b.addr() + usable(b.addr()) - 8 {
             return None; // glibc's pointer to the next chunk's header, not the program's
         }
         Some(i - 1)
@@ -324,8 +324,8 @@ pub fn classify(blocks: &[Block], roots: &Roots) -> Option<Vec<u8>> {
     let glibc = real.malloc as usize == crate::real::libc_malloc_addr();
     let idx = Index {
         blocks,
-        lo: blocks[0].addr,
-        hi: last.addr + last.size.max(1),
+        lo: blocks[0].addr(),
+        hi: last.addr() + last.size().max(1),
         glibc,
     };
     // Each block is pushed at most once per phase, so this never grows (and never aborts on OOM).
@@ -341,7 +341,7 @@ pub fn classify(blocks: &[Block], roots: &Roots) -> Option<Vec<u8>> {
     }
     while let Some(i) = work.pop() {
         let b = blocks[i as usize];
-        scan(&idx, b.addr, b.addr + b.size, |j| {
+        scan(&idx, b.addr(), b.addr() + b.size(), |j| {
             if class[j] == UNREACHED {
                 class[j] = REACHABLE;
                 work.push(j as u32);
@@ -356,7 +356,7 @@ pub fn classify(blocks: &[Block], roots: &Roots) -> Option<Vec<u8>> {
         work.push(leader as u32);
         while let Some(i) = work.pop() {
             let b = blocks[i as usize];
-            scan(&idx, b.addr, b.addr + b.size, |j| {
+            scan(&idx, b.addr(), b.addr() + b.size(), |j| {
                 if j != leader && class[j] == UNREACHED {
                     class[j] = INDIRECTLY_LOST;
                     work.push(j as u32);
