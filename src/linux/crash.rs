@@ -1,7 +1,9 @@
-//! Crash dumps: on SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGABRT the live table is written with
-//! async-signal-safe code (no allocation, no lock waited for, write(2) of preformatted JSON), then the
-//! program's own handler runs, or the default action, so the exit status and core dump are what they would
-//! have been without the tracer.
+//! Crash dumps: when SIGSEGV, SIGBUS, SIGFPE, SIGILL or SIGABRT is about to end the process (its disposition
+//! is the default action), the live table is written with async-signal-safe code (no allocation, no lock waited
+//! for, write(2) of preformatted JSON), then the default action happens, so the exit status and core dump are
+//! what they would have been without the tracer. When the program has its own handler, that handler runs and
+//! no dump is written (the program may recover, as a JVM does on every implicit null check); if it then
+//! aborts, SIGABRT leaves the dump.
 //!
 //! A program that installs its own handler for one of these signals later would replace ours, so `sigaction`
 //! and `signal` are interposed: while ours is installed, the program's handler is stored and chained from
@@ -85,11 +87,6 @@ pub fn install() {
 
 extern "C" fn on_crash(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let e = crate::sys::errno();
-    if !IN_CRASH.swap(true, Ordering::AcqRel) && crate::real::ready() {
-        // SAFETY: the thread's own state; everything after this is the tracer's.
-        unsafe { (*crate::thread::current()).busy = 1 };
-        dump::write(Reason::Crash, signal_name(sig), true);
-    }
     let Some(i) = slot(sig) else { return };
     // SAFETY: PREV[i] was filled by install() or by the interposed sigaction.
     let prev = unsafe { (*core::ptr::addr_of!(PREV))[i].assume_init_read() };
@@ -99,6 +96,8 @@ extern "C" fn on_crash(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
         return;
     }
     if h != libc::SIG_DFL {
+        // The program handles this signal itself (a JVM turns SIGSEGV into NullPointerException thousands of
+        // times a second): it is not dying, so no crash dump; its handler runs as if we were not here.
         crate::sys::set_errno(e);
         // SAFETY: chaining to the program's handler with the kernel's arguments, as it expects.
         unsafe {
@@ -111,10 +110,15 @@ extern "C" fn on_crash(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
                 f(sig);
             }
         }
-        IN_CRASH.store(false, Ordering::Release);
         return;
     }
-    // Default action: restore it and let the signal happen again, so the status and core are the real ones.
+    // The default action is about to end the process: write what was live, once.
+    if !IN_CRASH.swap(true, Ordering::AcqRel) && crate::real::ready() {
+        // SAFETY: the thread's own state; everything after this is the tracer's.
+        unsafe { (*crate::thread::current()).busy = 1 };
+        dump::write(Reason::Crash, signal_name(sig), true);
+    }
+    // Restore the default action and let the signal happen again, so the status and core are the real ones.
     // A fault re-executes the faulting instruction when we return; a sent signal (kill, raise, abort) is sent
     // again and stays pending until we return.
     // SAFETY: plain system calls.

@@ -1,15 +1,50 @@
 //! Snapshots while the program runs: every `HEAPLEDGER_INTERVAL` seconds and on `HEAPLEDGER_SIGNAL`.
 //!
 //! A background thread (all signals blocked, so the program's signals still reach the program's threads)
-//! writes them. The signal handler only writes to an eventfd, which is async-signal-safe; the thread wakes up,
-//! takes the snapshot with the ordinary dump code and goes back to waiting. The program's threads pause only
-//! while a shard is being copied (`max_pause_ns` in the dump).
+//! writes them. The signal handler only bumps a counter and wakes the thread with a futex, which is
+//! async-signal-safe and, unlike an eventfd or a pipe, owns no file descriptor that a daemonizing program could
+//! close (or reuse for its own file) under us. Requests that arrive while a snapshot is being written are
+//! coalesced. The program's threads pause only while a shard is being copied (`max_pause_ns` in the dump).
 
 use crate::config;
 use crate::dump::{self, Reason};
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-static EVENT_FD: AtomicI32 = AtomicI32::new(-1);
+/// Snapshot requests (bumped by the signal handler; the futex word).
+static REQUESTS: AtomicU32 = AtomicU32::new(0);
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) {
+    let ts = timeout_ns.map(|ns| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as i64,
+        tv_nsec: (ns % 1_000_000_000) as i64,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: a private futex wait on our own word; returns on wake, timeout, EINTR or value change.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            tsp,
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: a private futex wake on our own word; async-signal-safe.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
+    }
+}
 
 /// Starts whatever snapshot machinery the configuration asks for.
 pub fn start() {
@@ -18,13 +53,9 @@ pub fn start() {
     if interval == 0 && signal == 0 {
         return;
     }
-    // SAFETY: plain system calls; the handler only writes to the eventfd.
+    STARTED.store(true, Ordering::Relaxed);
+    // SAFETY: plain system calls; the handler only touches an atomic and a futex.
     unsafe {
-        let fd = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
-        if fd < 0 {
-            return;
-        }
-        EVENT_FD.store(fd, Ordering::Relaxed);
         if signal != 0 {
             let mut sa: libc::sigaction = core::mem::zeroed();
             sa.sa_sigaction = on_signal as *const () as usize;
@@ -57,57 +88,45 @@ unsafe fn spawn() {
 }
 
 extern "C" fn on_signal(_sig: i32) {
-    let fd = EVENT_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        let e = crate::sys::errno();
-        let one: u64 = 1;
-        // SAFETY: write(2) is async-signal-safe; 8 bytes from a valid local.
-        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-        crate::sys::set_errno(e);
-    }
+    let e = crate::sys::errno();
+    REQUESTS.fetch_add(1, Ordering::Release);
+    futex_wake(&REQUESTS);
+    crate::sys::set_errno(e);
 }
 
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     // Everything this thread does is the tracer's: its allocations are internal, never the program's.
     // SAFETY: this thread's own state.
     unsafe { (*crate::thread::current()).busy = 1 };
-    let fd = EVENT_FD.load(Ordering::Relaxed);
-    let interval = config::INTERVAL_MS.load(Ordering::Relaxed);
-    let mut next = crate::sys::monotonic_ns() + interval * 1_000_000;
+    let interval = config::INTERVAL_MS.load(Ordering::Relaxed) * 1_000_000;
+    let mut next = crate::sys::monotonic_ns() + interval;
+    let mut seen = REQUESTS.load(Ordering::Acquire);
     loop {
         let now = crate::sys::monotonic_ns();
-        let timeout = if interval == 0 {
-            -1
-        } else {
-            (next.saturating_sub(now) / 1_000_000) as i32
-        };
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, timeout) };
-        if r > 0 {
-            let mut v: u64 = 0;
-            // SAFETY: reading the 8-byte counter into a local.
-            unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+        if interval != 0 && now >= next {
+            dump::write(Reason::Interval, "", false);
+            let now = crate::sys::monotonic_ns();
+            next = if next + interval > now {
+                next + interval
+            } else {
+                now + interval
+            };
+            continue;
+        }
+        let req = REQUESTS.load(Ordering::Acquire);
+        if req != seen {
+            seen = req;
             let sig = config::SIGNAL.load(Ordering::Relaxed);
             dump::write(Reason::Signal, signal_name(sig as i32), false);
-        } else if r == 0 {
-            dump::write(Reason::Interval, "", false);
-            next += interval * 1_000_000;
-            let now = crate::sys::monotonic_ns();
-            if next < now {
-                next = now + interval * 1_000_000;
-            }
+            continue;
         }
+        futex_wait(&REQUESTS, seen, (interval != 0).then(|| next - now));
     }
 }
 
 /// Restarts it in a fork child (threads do not survive fork).
 pub fn after_fork_child() {
-    if EVENT_FD.load(Ordering::Relaxed) >= 0 {
+    if STARTED.load(Ordering::Relaxed) {
         // SAFETY: glibc has reset its locks before running fork child handlers; the thread is ours.
         unsafe { spawn() };
     }
