@@ -166,6 +166,11 @@ pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
 /// tracer cannot get memory for it.
 fn copy_blocks_classified() -> Option<(Vec<Block>, Vec<u8>, Totals)> {
     let roots = crate::reach::roots();
+    // Shard locks are held from here on: a signal handler that allocates must not wait for them.
+    crate::thread::with_busy(crate::thread::BUSY_HOOK, || locked_copy_classified(&roots))
+}
+
+fn locked_copy_classified(roots: &crate::reach::Roots) -> Option<(Vec<Block>, Vec<u8>, Totals)> {
     let mut guards = Vec::new();
     guards.try_reserve_exact(table::SHARDS).ok()?;
     for i in 0..table::SHARDS {
@@ -184,7 +189,7 @@ fn copy_blocks_classified() -> Option<(Vec<Block>, Vec<u8>, Totals)> {
         totals.add(&g.totals);
     }
     v.sort_unstable_by_key(|b| b.addr());
-    let class = crate::reach::classify(&v, &roots)?;
+    let class = crate::reach::classify(&v, roots)?;
     drop(guards);
     Some((v, class, totals))
 }
@@ -216,6 +221,13 @@ fn stream_blocks(out: &mut Out, crash: bool, first: &mut bool) -> (Totals, u64, 
         loop {
             let start = sys::monotonic_ns();
             let s = shard.lock();
+            // SAFETY: the thread's own state: while the shard is held, a nested allocation must not wait for it.
+            let was = unsafe {
+                core::mem::replace(
+                    &mut (*crate::thread::current()).busy,
+                    crate::thread::BUSY_HOOK,
+                )
+            };
             if buf.capacity() >= s.len() {
                 buf.clear();
                 buf.extend(
@@ -225,6 +237,8 @@ fn stream_blocks(out: &mut Out, crash: bool, first: &mut bool) -> (Totals, u64, 
                 );
                 totals.add(&s.totals);
                 drop(s);
+                // SAFETY: as above.
+                unsafe { (*crate::thread::current()).busy = was };
                 MAX_PAUSE_NS.fetch_max(sys::monotonic_ns() - start, Ordering::Relaxed);
                 for b in &buf {
                     put(out, b, first);
@@ -233,6 +247,8 @@ fn stream_blocks(out: &mut Out, crash: bool, first: &mut bool) -> (Totals, u64, 
             }
             let need = s.len() + s.len() / 4 + 16;
             drop(s);
+            // SAFETY: as above.
+            unsafe { (*crate::thread::current()).busy = was };
             if buf.try_reserve_exact(need - buf.len()).is_err() {
                 // Out of memory: write this shard straight from the table, holding its lock longer.
                 let s = shard.lock();
@@ -347,6 +363,19 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
         }
         None => stream_blocks(out, crash, &mut first),
     };
+    // Windows: blocks still live when their heap was destroyed stay in every dump, as that heap's leaks.
+    #[cfg(windows)]
+    let (live_blocks, live_bytes) = {
+        let (mut n, mut bytes) = (live_blocks, live_bytes);
+        if !crash {
+            crate::platform::heaps::for_each_retired(|b| {
+                write_block(out, b, 0, &mut first);
+                n += 1;
+                bytes += b.size();
+            });
+        }
+        (n, bytes)
+    };
     out.raw(b"],\n");
     totals.add(&counters::striped());
 
@@ -365,19 +394,39 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
             out.num(e.size);
             out.raw(b",");
             out.key("allocator");
-            match heapledger_format::ALLOCATORS.get(e.family as usize) {
-                Some(name) => out.str(name.as_bytes()),
-                None => out.raw(b"null"),
-            }
+            #[cfg(not(windows))]
+            // "" when the pointer was never a block (an invalid free).
+            let name = heapledger_format::ALLOCATORS
+                .get(e.family as usize)
+                .copied()
+                .unwrap_or("");
+            // Windows: dynamic allocator names (`HeapAlloc(heap 0x…)`, `msvcrt!malloc`).
+            #[cfg(windows)]
+            let name = crate::platform::names::family_str(e.family);
+            out.str(name.as_bytes());
             out.raw(b",");
             out.key("freed_with");
+            #[cfg(not(windows))]
             out.str(errors::FREE_NAMES[e.freed_with as usize].as_bytes());
+            // Windows: the releaser with its heap or runtime (`HeapFree(heap 0x…)`, `ucrtbase!free`).
+            #[cfg(windows)]
+            out.str(
+                crate::platform::names::via_name(e.via)
+                    .unwrap_or(errors::FREE_NAMES[e.freed_with as usize].as_bytes()),
+            );
             out.raw(b",");
             out.key("tid");
             out.num(e.tid as u64);
             out.raw(b",");
             out.key("detail");
+            #[cfg(not(windows))]
             out.str(errors::DETAIL_NAMES[e.detail as usize].as_bytes());
+            // Windows: cross-heap frees say whether the two sides share a heap (names::Detail).
+            #[cfg(windows)]
+            out.str(match crate::platform::names::via_detail(e.via) {
+                b"" => errors::DETAIL_NAMES[e.detail as usize].as_bytes(),
+                d => d,
+            });
             for (k, v) in [
                 ("stack", e.stack),
                 ("alloc_stack", e.alloc_stack),
@@ -484,7 +533,20 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
     }
     out.raw(b"},\n");
     out.key("allocators");
+    #[cfg(not(windows))]
     out.raw(b"[\"malloc\",\"aligned\",\"new\",\"new[]\"],\n");
+    // Windows: Linux's four names, then one per heap and two per C runtime (`platform::names`).
+    #[cfg(windows)]
+    {
+        out.raw(b"[");
+        for f in 0..crate::platform::names::family_count() {
+            if f > 0 {
+                out.raw(b",");
+            }
+            out.str(crate::platform::names::family_name(f as u8).unwrap_or(b""));
+        }
+        out.raw(b"],\n");
+    }
     write_modules(out, crash);
     out.key("complete");
     out.raw(b"true}\n");

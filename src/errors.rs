@@ -92,6 +92,9 @@ pub struct Error {
     pub alloc_stack: u32,
     /// First free's stack (double free), or NO_STACK.
     pub first_free_stack: u32,
+    /// Windows: the releasing function and cross-heap detail (`platform::names`), set by [`report`].
+    #[cfg(windows)]
+    pub via: u32,
 }
 
 struct Store {
@@ -111,6 +114,8 @@ static STORE: SpinLock<Store> = SpinLock::new(Store {
         stack: 0,
         alloc_stack: 0,
         first_free_stack: 0,
+        #[cfg(windows)]
+        via: 0,
     }; MAX_KEPT],
     len: 0,
 });
@@ -126,6 +131,11 @@ pub static LOST: AtomicU64 = AtomicU64::new(0);
 
 /// Records an error.
 pub fn report(e: Error) {
+    #[cfg(windows)]
+    let e = Error {
+        via: crate::platform::names::current_via(),
+        ..e
+    };
     COUNTS[e.kind as usize].fetch_add(1, Ordering::Relaxed);
     {
         let mut s = STORE.lock();
@@ -136,6 +146,11 @@ pub fn report(e: Error) {
         } else {
             LOST.fetch_add(1, Ordering::Relaxed);
         }
+    }
+    #[cfg(windows)]
+    if crate::config::VERBOSE.load(Ordering::Relaxed) != 0 {
+        crate::platform::names::print_error(&e);
+        return;
     }
     if crate::config::VERBOSE.load(Ordering::Relaxed) != 0 {
         let mut a = [0u8; 20];

@@ -13,6 +13,9 @@
 //! Modules at the top of `src/` are shared by every platform; `src/linux/` holds what only Linux has (symbol
 //! interposition, the `.eh_frame` unwinder, ELF module maps, signals); `src/windows/` the same roles on Windows.
 
+// Windows: the shared core carries Linux-only paths (fork, signals, crash dumps) that nothing calls there.
+#![cfg_attr(windows, allow(dead_code))]
+
 extern crate alloc;
 
 mod config;
@@ -42,6 +45,22 @@ mod platform {
 }
 #[cfg(target_os = "linux")]
 use platform::{crash, lifecycle, modules, reach, real, snapshot, stack, sys};
+
+#[cfg(windows)]
+#[path = "windows"]
+mod platform {
+    pub mod heaps;
+    pub mod hooks;
+    pub mod inject;
+    pub mod lifecycle;
+    pub mod modules;
+    pub mod names;
+    pub mod reach;
+    pub mod stack;
+    pub mod sys;
+}
+#[cfg(windows)]
+use platform::{modules, reach, stack, sys};
 
 #[global_allocator]
 static GLOBAL: heap::PrivateHeap = heap::PrivateHeap;

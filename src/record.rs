@@ -105,9 +105,16 @@ pub fn on_alloc(t: &mut ThreadState, p: u64, size: u64, fam: u8, stack: u32) {
 }
 
 /// Records a block the tracer's own work caused libc to allocate (settled silently, never counted).
-pub fn on_internal_alloc(p: u64, size: u64) {
+/// `may_wait`: the thread holds no shard lock (busy level [`thread::BUSY_TRACER`]), so it may wait for one.
+pub fn on_internal_alloc(p: u64, size: u64, may_wait: bool) {
     let b = Block::new(p, size, 0, 0, 0, family::INTERNAL);
-    match table::shard_of(p).try_lock() {
+    let shard = table::shard_of(p);
+    let guard = if may_wait {
+        Some(shard.lock())
+    } else {
+        shard.try_lock()
+    };
+    match guard {
         Some(mut s) => {
             if !s.insert(b) {
                 table::LOST.fetch_add(1, Ordering::Relaxed);
@@ -175,6 +182,8 @@ pub fn on_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) -> Set
                     stack: free_stack,
                     alloc_stack: b.stack(),
                     first_free_stack: NO_STACK,
+                    #[cfg(windows)]
+                    via: 0,
                 });
             }
             Settle::Live(b)
@@ -211,6 +220,8 @@ fn classify_bad_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) 
         stack,
         alloc_stack: NO_STACK,
         first_free_stack: NO_STACK,
+        #[cfg(windows)]
+        via: 0,
     };
     if let Some(f) = freed {
         e.kind = Kind::DoubleFree;

@@ -7,6 +7,8 @@
 #[repr(C)]
 pub struct ThreadState {
     /// Non-zero while the thread runs tracer code; a hook entered then passes straight through.
+    /// [`BUSY_HOOK`] inside a hook (a shard lock may be held: a nested call must not wait for one);
+    /// [`BUSY_TRACER`] in the tracer's own work outside any shard lock (waiting is safe).
     pub busy: u32,
     /// Kernel thread id, 0 until first needed.
     pub tid: u32,
@@ -31,6 +33,25 @@ pub struct ThreadState {
 #[inline(always)]
 pub fn current() -> *mut ThreadState {
     crate::sys::thread_state()
+}
+
+/// `busy` inside a traced hook call, where this thread may hold a shard lock (a signal handler that allocates
+/// while the hook runs must not wait for it).
+pub const BUSY_HOOK: u32 = 1;
+/// `busy` in the tracer's own work (start-up, dumps outside their locked sections, the snapshot thread), where
+/// this thread holds no shard lock: libc allocations made for it are recorded as internal, waiting for a lock.
+pub const BUSY_TRACER: u32 = 2;
+
+/// Runs `f` with the calling thread's busy level set to `level`, restoring the previous level after.
+pub fn with_busy<R>(level: u32, f: impl FnOnce() -> R) -> R {
+    // SAFETY: the calling thread's own state.
+    let t = unsafe { &mut *current() };
+    let was = t.busy;
+    t.busy = level;
+    let r = f();
+    // SAFETY: as above (f may have re-borrowed it).
+    unsafe { (*current()).busy = was };
+    r
 }
 
 /// Sequence numbers are handed out in ranges so that threads do not bounce one counter between cores.

@@ -16,7 +16,8 @@ use core::ffi::{c_int, c_void};
 
 enum Mode {
     Early,
-    Internal,
+    /// Inside the tracer already; `true` when no shard lock can be held by this thread (see `thread::busy`).
+    Internal(bool),
     Traced(&'static mut ThreadState),
 }
 
@@ -28,7 +29,7 @@ fn mode() -> Mode {
     // SAFETY: the TLS block is valid for the thread's lifetime and only this thread touches it.
     let t = unsafe { &mut *thread::current() };
     if t.busy != 0 {
-        Mode::Internal
+        Mode::Internal(t.busy == thread::BUSY_TRACER)
     } else {
         Mode::Traced(t)
     }
@@ -68,10 +69,10 @@ fn traced_alloc(
 ) -> *mut c_void {
     match mode() {
         Mode::Early => real::arena_alloc(size, align),
-        Mode::Internal => {
+        Mode::Internal(may_wait) => {
             let p = alloc(real_fns());
             if !p.is_null() {
-                record::on_internal_alloc(p as u64, size as u64);
+                record::on_internal_alloc(p as u64, size as u64, may_wait);
             }
             p
         }
@@ -96,8 +97,13 @@ fn traced_free(p: *mut c_void, how: FreeFn) -> bool {
     }
     match mode() {
         Mode::Early => false,
-        Mode::Internal => {
-            if let Some(mut s) = crate::table::shard_of(p as u64).try_lock() {
+        Mode::Internal(may_wait) => {
+            let shard = crate::table::shard_of(p as u64);
+            if let Some(mut s) = if may_wait {
+                Some(shard.lock())
+            } else {
+                shard.try_lock()
+            } {
                 s.remove(p as u64);
             }
             true
@@ -187,13 +193,18 @@ fn realloc_common(
     }
     match mode() {
         Mode::Early => core::ptr::null_mut(),
-        Mode::Internal => {
-            if let Some(mut s) = crate::table::shard_of(p as u64).try_lock() {
+        Mode::Internal(may_wait) => {
+            let shard = crate::table::shard_of(p as u64);
+            if let Some(mut s) = if may_wait {
+                Some(shard.lock())
+            } else {
+                shard.try_lock()
+            } {
                 s.remove(p as u64);
             }
             let q = call(real_fns());
             if !q.is_null() {
-                record::on_internal_alloc(q as u64, size as u64);
+                record::on_internal_alloc(q as u64, size as u64, may_wait);
             }
             q
         }
@@ -308,13 +319,12 @@ fn aligned_via(
     }
 }
 
+// aligned_alloc and memalign accept any alignment in glibc (rounded up to a power of two, 0 meaning the
+// default): the real function decides, as it would without the tracer.
+
 /// `aligned_alloc(3)`.
 #[no_mangle]
 pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    if !valid_align(align) {
-        crate::sys::set_errno(libc::EINVAL);
-        return core::ptr::null_mut();
-    }
     traced_alloc(size, align, family::ALIGNED, |r| {
         aligned_via(r, r.aligned_alloc, align, size)
     })
@@ -323,10 +333,6 @@ pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
 /// `memalign(3)`.
 #[no_mangle]
 pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    if !valid_align(align) {
-        crate::sys::set_errno(libc::EINVAL);
-        return core::ptr::null_mut();
-    }
     traced_alloc(size, align, family::ALIGNED, |r| {
         aligned_via(r, r.memalign, align, size)
     })
@@ -615,12 +621,9 @@ pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
     };
     // SAFETY: the calling thread's state.
     let t = unsafe { &mut *thread::current() };
-    let was_busy = t.busy;
-    t.busy = 1;
-    if was_busy == 0 {
-        guarded(crate::modules::refresh);
+    if t.busy == 0 {
+        thread::with_busy(thread::BUSY_TRACER, || guarded(crate::modules::refresh));
     }
-    t.busy = was_busy;
     // SAFETY: forwarding.
     let rc = unsafe { f(handle) };
     crate::stack::invalidate();

@@ -20,15 +20,9 @@ pub fn on_ready() {
     crate::stack::init_self_range();
 }
 
-/// Runs `f` with this thread marked busy, so anything libc allocates for it is internal.
+/// Runs `f` as the tracer's own work, so anything libc allocates for it is internal.
 pub fn as_tracer<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: the calling thread's own state.
-    let t = unsafe { &mut *thread::current() };
-    let was = t.busy;
-    t.busy = 1;
-    let r = f();
-    t.busy = was;
-    r
+    thread::with_busy(thread::BUSY_TRACER, f)
 }
 
 extern "C" fn constructor() {

@@ -59,22 +59,23 @@ static NEXT_STACK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicU
 /// Remembers the calling thread's stack range (once per thread, at its first recorded allocation).
 #[cold]
 pub fn register_thread() {
-    // SAFETY: pthread_getattr_np fills `attr` for the calling thread; it may allocate, which this thread's busy
-    // flag turns into internal (uncounted) allocations.
-    let (lo, hi) = unsafe {
+    // SAFETY: pthread_getattr_np fills `attr` for the calling thread; it may allocate, which the busy level turns
+    // into internal (uncounted) allocations. No shard lock is held here, so they may wait for one.
+    let range = crate::thread::with_busy(crate::thread::BUSY_TRACER, || unsafe {
         let mut attr = core::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
         if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
-            return;
+            return None;
         }
         let mut addr: *mut libc::c_void = core::ptr::null_mut();
         let mut size: usize = 0;
         let ok = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size) == 0;
         libc::pthread_attr_destroy(attr.as_mut_ptr());
         if !ok {
-            return;
+            return None;
         }
-        (addr as u64, addr as u64 + size as u64)
-    };
+        Some((addr as u64, addr as u64 + size as u64))
+    });
+    let Some((lo, hi)) = range else { return };
     let tid = crate::sys::gettid() as u64;
     // Reuse the slot of an earlier thread whose stack this one took over (glibc caches stacks).
     let n = NEXT_STACK.load(Ordering::Acquire).min(MAX_THREADS);

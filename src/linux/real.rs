@@ -256,7 +256,11 @@ pub fn arena_size(p: *mut c_void) -> usize {
 
 /// A zeroed block from the arena, aligned to `align` (>= 16), or null when the arena is exhausted.
 pub fn arena_alloc(size: usize, align: usize) -> *mut c_void {
-    let align = align.max(16);
+    let align = align
+        .max(16)
+        .checked_next_power_of_two()
+        .unwrap_or(16)
+        .min(4096);
     let mut used = ARENA_USED.load(Ordering::Relaxed);
     loop {
         let start = (arena_base() + used + 16 + align - 1) & !(align - 1);

@@ -97,7 +97,7 @@ extern "C" fn on_signal(_sig: i32) {
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     // Everything this thread does is the tracer's: its allocations are internal, never the program's.
     // SAFETY: this thread's own state.
-    unsafe { (*crate::thread::current()).busy = 1 };
+    unsafe { (*crate::thread::current()).busy = crate::thread::BUSY_TRACER };
     let interval = config::INTERVAL_MS.load(Ordering::Relaxed) * 1_000_000;
     let mut next = crate::sys::monotonic_ns() + interval;
     let mut seen = REQUESTS.load(Ordering::Acquire);
