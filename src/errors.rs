@@ -10,6 +10,7 @@ pub const NO_STACK: u32 = u32::MAX;
 
 /// Error kinds, indexing [`KIND_NAMES`].
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // the names are the dump's kinds: double_free, invalid_free, ...
 #[repr(u8)]
 pub enum Kind {
     /// A block freed twice.

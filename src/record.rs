@@ -141,10 +141,12 @@ fn compatible(fam: u8, how: FreeFn) -> bool {
 }
 
 /// Outcome of looking a freed pointer up.
+#[derive(Default)]
 pub enum Settle {
     /// A live block: removed from the ledger, counted; the caller passes it to the real allocator.
     Live(Block),
     /// Not ours to judge (sampling mode, or blocks were lost): pass it through untouched.
+    #[default]
     Unknown,
     /// A double or invalid free, reported: the caller must NOT pass it on.
     Rejected,

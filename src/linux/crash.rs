@@ -102,11 +102,13 @@ extern "C" fn on_crash(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
         // SAFETY: chaining to the program's handler with the kernel's arguments, as it expects.
         unsafe {
             if prev.sa_flags & libc::SA_SIGINFO != 0 {
-                let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
-                    core::mem::transmute(h);
+                let f = core::mem::transmute::<
+                    libc::sighandler_t,
+                    extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void),
+                >(h);
                 f(sig, info, ctx);
             } else {
-                let f: extern "C" fn(i32) = core::mem::transmute(h);
+                let f = core::mem::transmute::<libc::sighandler_t, extern "C" fn(i32)>(h);
                 f(sig);
             }
         }

@@ -53,12 +53,6 @@ fn guarded<R: Default>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-impl Default for Settle {
-    fn default() -> Self {
-        Settle::Unknown
-    }
-}
-
 /// Allocation through `alloc`, recorded with family `fam` and size `size`.
 #[inline(always)]
 fn traced_alloc(
@@ -280,7 +274,7 @@ fn valid_align(a: usize) -> bool {
 /// `out` must be a valid pointer, as for the real function.
 #[no_mangle]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
-    if !valid_align(align) || align % core::mem::size_of::<usize>() != 0 {
+    if !valid_align(align) || !align.is_multiple_of(core::mem::size_of::<usize>()) {
         return libc::EINVAL;
     }
     let mut rc = 0;

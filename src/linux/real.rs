@@ -114,13 +114,13 @@ unsafe fn sym(name: &[u8]) -> *mut c_void {
 }
 
 macro_rules! opt {
-    ($name:literal) => {{
+    ($name:literal, $ty:ty) => {{
         let p = sym(concat!($name, "\0").as_bytes());
         if p.is_null() {
             None
         } else {
             // SAFETY: the symbol has the C signature of the function named.
-            Some(core::mem::transmute::<*mut c_void, _>(p))
+            Some(core::mem::transmute::<*mut c_void, $ty>(p))
         }
     }};
 }
@@ -136,11 +136,11 @@ pub fn ensure_init() -> bool {
     }
     // SAFETY: only the thread that won the CAS writes REAL, before publishing READY.
     unsafe {
-        let mut malloc: Option<MallocFn> = opt!("malloc");
-        let mut free: Option<FreeFn> = opt!("free");
-        let mut calloc: Option<CallocFn> = opt!("calloc");
-        let mut realloc: Option<ReallocFn> = opt!("realloc");
-        let mut posix_memalign: Option<PosixMemalignFn> = opt!("posix_memalign");
+        let mut malloc: Option<MallocFn> = opt!("malloc", MallocFn);
+        let mut free: Option<FreeFn> = opt!("free", FreeFn);
+        let mut calloc: Option<CallocFn> = opt!("calloc", CallocFn);
+        let mut realloc: Option<ReallocFn> = opt!("realloc", ReallocFn);
+        let mut posix_memalign: Option<PosixMemalignFn> = opt!("posix_memalign", PosixMemalignFn);
         // A program that defines malloc in its executable and preloads us after it would leave RTLD_NEXT empty:
         // glibc's own entry points still work there.
         if malloc.is_none() || free.is_none() || calloc.is_none() || realloc.is_none() {
@@ -157,24 +157,24 @@ pub fn ensure_init() -> bool {
             free: free.unwrap_unchecked(),
             calloc: calloc.unwrap_unchecked(),
             realloc: realloc.unwrap_unchecked(),
-            reallocarray: opt!("reallocarray"),
+            reallocarray: opt!("reallocarray", ReallocArrayFn),
             posix_memalign: posix_memalign.unwrap_unchecked(),
-            aligned_alloc: opt!("aligned_alloc"),
-            memalign: opt!("memalign"),
-            valloc: opt!("valloc"),
-            pvalloc: opt!("pvalloc"),
-            malloc_usable_size: opt!("malloc_usable_size"),
-            dlclose: opt!("dlclose"),
-            exit_: opt!("_exit"),
-            exit_upper: opt!("_Exit"),
-            new: opt!("_Znwm"),
-            new_array: opt!("_Znam"),
-            new_nothrow: opt!("_ZnwmRKSt9nothrow_t"),
-            new_array_nothrow: opt!("_ZnamRKSt9nothrow_t"),
-            new_align: opt!("_ZnwmSt11align_val_t"),
-            new_array_align: opt!("_ZnamSt11align_val_t"),
-            new_align_nothrow: opt!("_ZnwmSt11align_val_tRKSt9nothrow_t"),
-            new_array_align_nothrow: opt!("_ZnamSt11align_val_tRKSt9nothrow_t"),
+            aligned_alloc: opt!("aligned_alloc", AlignFn),
+            memalign: opt!("memalign", AlignFn),
+            valloc: opt!("valloc", MallocFn),
+            pvalloc: opt!("pvalloc", MallocFn),
+            malloc_usable_size: opt!("malloc_usable_size", UsableFn),
+            dlclose: opt!("dlclose", DlcloseFn),
+            exit_: opt!("_exit", ExitFn),
+            exit_upper: opt!("_Exit", ExitFn),
+            new: opt!("_Znwm", NewFn),
+            new_array: opt!("_Znam", NewFn),
+            new_nothrow: opt!("_ZnwmRKSt9nothrow_t", NewNothrowFn),
+            new_array_nothrow: opt!("_ZnamRKSt9nothrow_t", NewNothrowFn),
+            new_align: opt!("_ZnwmSt11align_val_t", NewAlignFn),
+            new_array_align: opt!("_ZnamSt11align_val_t", NewAlignFn),
+            new_align_nothrow: opt!("_ZnwmSt11align_val_tRKSt9nothrow_t", NewAlignNothrowFn),
+            new_array_align_nothrow: opt!("_ZnamSt11align_val_tRKSt9nothrow_t", NewAlignNothrowFn),
             find_object: {
                 let p = libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr());
                 if p.is_null() {
