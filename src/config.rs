@@ -10,6 +10,7 @@
 //! | `HEAPLEDGER_INTERVAL` | seconds between periodic snapshots (0: none) | 0 |
 //! | `HEAPLEDGER_SIGNAL` | signal that requests a snapshot (`USR1`, `USR2`, or a number) | none |
 //! | `HEAPLEDGER_VERBOSE` | 1: print one line per heap error as it happens | 0 |
+//! | `HEAPLEDGER_KEEP` | with `%n` in the pattern: keep only the last N periodic/signal snapshots | 0 (all) |
 //! | `HEAPLEDGER_CRASH` | 0: no crash dump on SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGABRT | 1 |
 //! | `HEAPLEDGER_REACH` | 0: skip the reachability scan at exit (leak classes stay 0, "not scanned") | 1 |
 //!
@@ -36,6 +37,8 @@ pub static SAMPLE: AtomicU64 = AtomicU64::new(0);
 pub static INTERVAL_MS: AtomicU64 = AtomicU64::new(0);
 /// Snapshot signal number (0 = none).
 pub static SIGNAL: AtomicU32 = AtomicU32::new(0);
+/// Periodic/signal snapshots to keep (0: all).
+pub static KEEP: AtomicU32 = AtomicU32::new(0);
 /// Write a crash dump on fatal signals.
 pub static CRASH: AtomicU32 = AtomicU32::new(1);
 /// Classify live blocks by reachability in the final dump.
@@ -155,6 +158,9 @@ pub fn load() {
     #[cfg(unix)]
     if let Some(s) = env(c"HEAPLEDGER_SIGNAL").and_then(parse_signal) {
         SIGNAL.store(s, Ordering::Relaxed);
+    }
+    if let Some(v) = env(c"HEAPLEDGER_KEEP").and_then(parse_u64) {
+        KEEP.store(v.min(u32::MAX as u64) as u32, Ordering::Relaxed);
     }
     if let Some(v) = env(c"HEAPLEDGER_CRASH").and_then(parse_u64) {
         CRASH.store(v as u32, Ordering::Relaxed);

@@ -52,6 +52,36 @@ pub static START_NS: AtomicU64 = AtomicU64::new(0);
 /// Duration of the longest shard-copy pause while taking a dump, in nanoseconds (reported in the dump).
 pub static MAX_PAUSE_NS: AtomicU64 = AtomicU64::new(0);
 
+/// Where a crash happened (written with the crash dump).
+#[derive(Clone, Copy)]
+pub struct CrashInfo {
+    /// Signal number.
+    pub signal: i32,
+    /// `si_code` (<= 0: sent by a process; > 0: raised by the CPU).
+    pub code: i32,
+    /// `si_addr`: the faulting address for SIGSEGV/SIGBUS, the instruction for SIGILL/SIGFPE.
+    pub addr: u64,
+    /// The crashing thread.
+    pub tid: u32,
+    /// Interned stack of the crashing thread, from the faulting instruction outwards.
+    pub stack: u32,
+}
+
+static CRASH_SIGNAL: AtomicU32 = AtomicU32::new(0);
+static CRASH_CODE: AtomicU32 = AtomicU32::new(0);
+static CRASH_ADDR: AtomicU64 = AtomicU64::new(0);
+static CRASH_TID: AtomicU32 = AtomicU32::new(0);
+static CRASH_STACK: AtomicU32 = AtomicU32::new(0);
+
+/// Records the crash context for the crash dump (async-signal-safe: plain atomics).
+pub fn set_crash(c: CrashInfo) {
+    CRASH_CODE.store(c.code as u32, Ordering::Relaxed);
+    CRASH_ADDR.store(c.addr, Ordering::Relaxed);
+    CRASH_TID.store(c.tid, Ordering::Relaxed);
+    CRASH_STACK.store(c.stack, Ordering::Relaxed);
+    CRASH_SIGNAL.store(c.signal as u32, Ordering::Release);
+}
+
 /// The dump lock (for fork handling).
 pub fn lock_for_fork() -> &'static SpinLock<impl Sized> {
     &WRITER
@@ -90,6 +120,23 @@ fn expand(pattern: &[u8], pid: u32, n: u32, out: &mut [u8; PATH_MAX]) -> usize {
         }
     }
     len
+}
+
+/// With `HEAPLEDGER_KEEP=N` and a `%n` pattern, removes the periodic or signal snapshot written N snapshots ago,
+/// so a long-running process keeps a bounded number of files. Exit and crash dumps are never removed.
+fn rotate(reason: Reason, pid: u32, n: u32) {
+    let keep = crate::config::KEEP.load(Ordering::Relaxed);
+    let pattern = crate::config::out_pattern();
+    if keep == 0 || n < keep || !matches!(reason, Reason::Interval | Reason::Signal) {
+        return;
+    }
+    if !pattern.windows(2).any(|w| w == b"%n") {
+        return;
+    }
+    let mut old = [0u8; PATH_MAX];
+    let len = expand(pattern, pid, n - keep, &mut old);
+    old[len] = 0;
+    sys::remove(&old[..=len]);
 }
 
 fn fail(path: &[u8], e: i32) -> bool {
@@ -149,6 +196,7 @@ pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
         sys::remove(&tmp[..=tlen]);
         return fail(&path[..plen], e);
     }
+    rotate(reason, pid, n);
     let m = crate::config::manifest();
     if !m.is_empty() {
         let mut mp = [0u8; PATH_MAX + 1];
@@ -532,6 +580,35 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
         out.num(*v);
     }
     out.raw(b"},\n");
+    let sig = CRASH_SIGNAL.load(Ordering::Acquire);
+    if reason == Reason::Crash && sig != 0 {
+        out.key("crash");
+        out.raw(b"{");
+        out.key("signal");
+        out.num(sig as u64);
+        out.raw(b",");
+        out.key("code");
+        // si_code is signed: SI_USER is 0, SI_TKILL -6.
+        let code = CRASH_CODE.load(Ordering::Relaxed) as i32;
+        if code < 0 {
+            out.raw(b"-");
+        }
+        out.num(code.unsigned_abs() as u64);
+        out.raw(b",");
+        out.key("addr");
+        out.num(CRASH_ADDR.load(Ordering::Relaxed));
+        out.raw(b",");
+        out.key("tid");
+        out.num(CRASH_TID.load(Ordering::Relaxed) as u64);
+        out.raw(b",");
+        out.key("stack");
+        out.num(
+            CRASH_STACK
+                .load(Ordering::Relaxed)
+                .min(nstacks.saturating_sub(1)) as u64,
+        );
+        out.raw(b"},\n");
+    }
     out.key("allocators");
     #[cfg(not(windows))]
     out.raw(b"[\"malloc\",\"aligned\",\"new\",\"new[]\"],\n");
@@ -568,6 +645,14 @@ fn write_modules(out: &mut Out, crash: bool) {
             out.str(&m.path);
             out.raw(b",");
             out.key("build_id");
+            // Windows: PE images have no build-id; "" is what the reader takes for "none".
+            #[cfg(windows)]
+            if m.build_id.is_empty() {
+                out.raw(b"\"\"");
+            } else {
+                out.hex(&m.build_id);
+            }
+            #[cfg(not(windows))]
             if m.build_id.is_empty() {
                 out.raw(b"null");
             } else {

@@ -58,9 +58,27 @@ pub struct Dump {
     pub blocks: Vec<Block>,
     /// Bad frees (at most 1000 kept).
     pub errors: Vec<ErrorRecord>,
+    /// Where the process crashed (crash dumps only).
+    #[serde(default)]
+    pub crash: Option<Crash>,
     /// `true` when the writer finished; a missing key means the file was cut short.
     #[serde(default)]
     pub complete: bool,
+}
+
+/// The context of a crash dump: the fatal signal and the crashing thread's stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Crash {
+    /// Signal number (11 = SIGSEGV, 6 = SIGABRT, ...).
+    pub signal: u64,
+    /// `si_code`: > 0 raised by the CPU (e.g. 1 = SEGV_MAPERR), <= 0 sent by a process (kill, raise, abort).
+    pub code: i64,
+    /// `si_addr`: the faulting address for SIGSEGV/SIGBUS, the faulting instruction for SIGILL/SIGFPE.
+    pub addr: u64,
+    /// Thread that crashed.
+    pub tid: u64,
+    /// Stack id of the crashing thread, innermost first (the signal trampoline, then the faulting function).
+    pub stack: u64,
 }
 
 /// Allocation counters, counted the way Valgrind's "total heap usage" does.

@@ -200,6 +200,11 @@ impl Dump {
                 )));
             }
         }
+        if let Some(c) = &self.crash {
+            if c.stack >= n_stacks {
+                return Err(stack_err("the crash record".to_string(), c.stack));
+            }
+        }
         for (i, e) in self.errors.iter().enumerate() {
             let ids = [
                 ("stack", Some(e.stack)),

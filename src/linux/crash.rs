@@ -114,10 +114,25 @@ extern "C" fn on_crash(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
         }
         return;
     }
-    // The default action is about to end the process: write what was live, once.
+    // The default action is about to end the process: write what was live, once, with where it crashed.
     if !IN_CRASH.swap(true, Ordering::AcqRel) && crate::real::ready() {
         // SAFETY: the thread's own state; everything after this is the tracer's.
         unsafe { (*crate::thread::current()).busy = 1 };
+        // The walk goes from this handler through the kernel's signal frame into the faulting function.
+        let stack = crate::record::stack_id(crate::record::alloc_depth().max(16));
+        // SAFETY: the kernel passed a valid siginfo (or null).
+        let (code, addr) = if info.is_null() {
+            (0, 0)
+        } else {
+            unsafe { ((*info).si_code, (*info).si_addr() as u64) }
+        };
+        dump::set_crash(dump::CrashInfo {
+            signal: sig,
+            code,
+            addr,
+            tid: crate::sys::gettid(),
+            stack,
+        });
         dump::write(Reason::Crash, signal_name(sig), true);
     }
     // Restore the default action and let the signal happen again, so the status and core are the real ones.

@@ -1226,18 +1226,18 @@ extern "C" fn h_aligned_free<const C: usize>(p: *mut c_void) {
 macro_rules! crt_hooks {
     ($c:literal) => {
         [
-            h_malloc::<$c> as usize,
-            h_calloc::<$c> as usize,
-            h_realloc::<$c> as usize,
-            h_free::<$c> as usize,
-            h_malloc_base::<$c> as usize,
-            h_calloc_base::<$c> as usize,
-            h_realloc_base::<$c> as usize,
-            h_free_base::<$c> as usize,
-            h_aligned_malloc::<$c> as usize,
-            h_aligned_offset_malloc::<$c> as usize,
-            h_aligned_realloc::<$c> as usize,
-            h_aligned_free::<$c> as usize,
+            h_malloc::<$c> as *const () as usize,
+            h_calloc::<$c> as *const () as usize,
+            h_realloc::<$c> as *const () as usize,
+            h_free::<$c> as *const () as usize,
+            h_malloc_base::<$c> as *const () as usize,
+            h_calloc_base::<$c> as *const () as usize,
+            h_realloc_base::<$c> as *const () as usize,
+            h_free_base::<$c> as *const () as usize,
+            h_aligned_malloc::<$c> as *const () as usize,
+            h_aligned_offset_malloc::<$c> as *const () as usize,
+            h_aligned_realloc::<$c> as *const () as usize,
+            h_aligned_free::<$c> as *const () as usize,
         ]
     };
 }
@@ -1418,10 +1418,18 @@ pub fn install() -> bool {
     let mut list = alloc::vec::Vec::new();
     let nt = |name: &core::ffi::CStr| sys::proc_address(c"ntdll.dll", name);
     let required: [(&core::ffi::CStr, usize, &AtomicUsize); 4] = [
-        (c"RtlAllocateHeap", hook_alloc as usize, &ORIG_ALLOC),
-        (c"RtlFreeHeap", hook_free as usize, &ORIG_FREE),
-        (c"RtlReAllocateHeap", hook_realloc as usize, &ORIG_REALLOC),
-        (c"RtlSizeHeap", hook_size as usize, &ORIG_SIZE),
+        (
+            c"RtlAllocateHeap",
+            hook_alloc as *const () as usize,
+            &ORIG_ALLOC,
+        ),
+        (c"RtlFreeHeap", hook_free as *const () as usize, &ORIG_FREE),
+        (
+            c"RtlReAllocateHeap",
+            hook_realloc as *const () as usize,
+            &ORIG_REALLOC,
+        ),
+        (c"RtlSizeHeap", hook_size as *const () as usize, &ORIG_SIZE),
     ];
     for (name, hook, slot) in required {
         let Some(target) = nt(name) else {
@@ -1434,16 +1442,24 @@ pub fn install() -> bool {
         }
     }
     let optional: [(Option<usize>, usize, &AtomicUsize); 4] = [
-        (nt(c"RtlDestroyHeap"), hook_destroy as usize, &ORIG_DESTROY),
-        (nt(c"RtlExitUserProcess"), hook_exit as usize, &ORIG_EXIT),
+        (
+            nt(c"RtlDestroyHeap"),
+            hook_destroy as *const () as usize,
+            &ORIG_DESTROY,
+        ),
+        (
+            nt(c"RtlExitUserProcess"),
+            hook_exit as *const () as usize,
+            &ORIG_EXIT,
+        ),
         (
             nt(c"NtTerminateProcess"),
-            hook_terminate as usize,
+            hook_terminate as *const () as usize,
             &ORIG_TERMINATE,
         ),
         (
             sys::proc_address(c"kernelbase.dll", c"CreateProcessInternalW"),
-            hook_create_process as usize,
+            hook_create_process as *const () as usize,
             &ORIG_CREATE_PROCESS,
         ),
     ];

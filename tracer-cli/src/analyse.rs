@@ -54,6 +54,25 @@ pub struct Report {
     pub sample_bytes: u64,
     /// Things that make the report less than exact or complete.
     pub warnings: Vec<String>,
+    /// Where the process crashed (crash dumps only).
+    pub crash: Option<CrashSite>,
+}
+
+/// A crash: the signal, its code and address, and the crashing thread's symbolized stack.
+#[derive(Debug, Clone)]
+pub struct CrashSite {
+    /// Signal number.
+    pub signal: u64,
+    /// Signal name, e.g. "SIGSEGV".
+    pub name: String,
+    /// `si_code`.
+    pub code: i64,
+    /// `si_addr`.
+    pub addr: u64,
+    /// Crashing thread.
+    pub tid: u64,
+    /// From the signal trampoline outwards: the faulting function is the first frame after it.
+    pub frames: Vec<Frame>,
 }
 
 /// One recorded bad free, symbolized.
@@ -141,6 +160,18 @@ pub fn analyse(
         })
         .collect();
 
+    let crash = dump.crash.map(|c| CrashSite {
+        signal: c.signal,
+        name: if dump.detail.is_empty() {
+            format!("signal {}", c.signal)
+        } else {
+            dump.detail.clone()
+        },
+        code: c.code,
+        addr: c.addr,
+        tid: c.tid,
+        frames: symbolizer.stack(dump.stack(c.stack)),
+    });
     let mut warnings = tracer_warnings(dump);
     warnings.extend(symbolizer.warnings().iter().cloned());
 
@@ -163,6 +194,7 @@ pub fn analyse(
         tracer: dump.tracer.clone(),
         sample_bytes: dump.sample_bytes,
         warnings,
+        crash,
     }
 }
 

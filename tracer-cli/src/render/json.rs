@@ -27,6 +27,19 @@ struct JsonReport<'a> {
     tracer: &'a heapledger_format::Tracer,
     sample_bytes: u64,
     warnings: &'a [String],
+    /// Present only in crash dumps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crash: Option<JsonCrash<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonCrash<'a> {
+    signal: u64,
+    name: &'a str,
+    code: i64,
+    addr: u64,
+    tid: u64,
+    frames: Vec<JsonFrame<'a>>,
 }
 
 #[derive(Serialize)]
@@ -96,6 +109,14 @@ impl<'a> From<&'a Report> for JsonReport<'a> {
             tracer: &r.tracer,
             sample_bytes: r.sample_bytes,
             warnings: &r.warnings,
+            crash: r.crash.as_ref().map(|c| JsonCrash {
+                signal: c.signal,
+                name: &c.name,
+                code: c.code,
+                addr: c.addr,
+                tid: c.tid,
+                frames: frames(&c.frames),
+            }),
         }
     }
 }

@@ -50,6 +50,15 @@ pub fn write_report(out: &mut impl Write, r: &Report, options: Options) -> io::R
         "pid {} (parent {}), dump reason: {reason}",
         r.pid, r.ppid
     )?;
+    if let Some(c) = &r.crash {
+        let how = if c.code > 0 {
+            format!(" at address {:#x}", c.addr)
+        } else {
+            " (sent by a process)".to_string()
+        };
+        writeln!(out, "CRASHED: {}{how} in thread {}", c.name, c.tid)?;
+        write_stack(out, &c.frames)?;
+    }
     writeln!(
         out,
         "total heap usage: {} allocs, {} frees, {} bytes allocated",
