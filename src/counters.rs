@@ -2,13 +2,22 @@
 //!
 //! Recorded blocks are counted in their table shard, under the lock the hot path holds anyway (see
 //! `table::Shard::totals`). Events that touch no shard — unsampled allocations and frees in sampling mode — are
-//! counted here, in striped counters: each thread adds to one of 64 cache-line-sized stripes, assigned
-//! round-robin, so threads do not bounce one counter between cores. A dump sums both.
+//! counted here, in striped counters: each thread adds to one of 64 cache-line-sized stripes, so threads do not
+//! bounce one counter between cores. A dump sums both.
+//!
+//! A thread claims a stripe of its own when one is free and then adds with plain loads and stores (no
+//! lock-prefixed instruction: sampling mode's overhead is mostly these counters); a pthread key destructor gives
+//! the stripe back when the thread exits, its counts staying in it. Threads that find no free stripe share the
+//! last one with atomic adds. (The destructor is not the re-entrancy flag's: that one has none.)
 
 use crate::thread::ThreadState;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 const STRIPES: usize = 64;
+/// The stripe shared, with atomic adds, by threads that could not claim one of their own.
+const SHARED: usize = STRIPES - 1;
+/// `ThreadState::stripe` flag: the stripe is this thread's alone.
+const OWNED: u32 = 1 << 31;
 
 #[repr(align(64))]
 struct Stripe {
@@ -26,33 +35,69 @@ const ZERO: Stripe = Stripe {
     bytes_freed: AtomicU64::new(0),
 };
 static STRIPE: [Stripe; STRIPES] = [ZERO; STRIPES];
-static NEXT_STRIPE: AtomicU32 = AtomicU32::new(0);
+static OWNER: [AtomicU32; STRIPES] = [const { AtomicU32::new(0) }; STRIPES];
 
-#[inline(always)]
-fn stripe(t: &mut ThreadState) -> &'static Stripe {
-    if t.stripe == 0 {
-        t.stripe = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES as u32 + 1;
+#[cold]
+fn claim(t: &mut ThreadState) {
+    t.stripe = SHARED as u32 + 1;
+    for (i, o) in OWNER[..SHARED].iter().enumerate() {
+        if o.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            #[cfg(target_os = "linux")]
+            let arranged = crate::sys::on_thread_exit_release(i + 1);
+            #[cfg(not(target_os = "linux"))]
+            let arranged = false;
+            if arranged {
+                t.stripe = (i as u32 + 1) | OWNED;
+            } else {
+                o.store(0, Ordering::Release);
+            }
+            return;
+        }
     }
-    &STRIPE[(t.stripe - 1) as usize]
 }
 
-// Each stripe is written by few threads (usually one), so a plain load+store would almost do; fetch_add keeps
-// the count exact when two threads share a stripe and costs no cross-core traffic when they do not.
+/// Gives stripe `token` (index + 1) back when its thread exits.
+pub fn release(token: usize) {
+    if let Some(o) = token.checked_sub(1).and_then(|i| OWNER.get(i)) {
+        o.store(0, Ordering::Release);
+    }
+}
+
+#[inline(always)]
+fn add(c: &AtomicU64, v: u64, owned: bool) {
+    if owned {
+        // Only this thread writes the stripe: a plain read-modify-write, still a single atomic store for readers.
+        c.store(c.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+    } else {
+        c.fetch_add(v, Ordering::Relaxed);
+    }
+}
+
+#[inline(always)]
+fn stripe(t: &mut ThreadState) -> (&'static Stripe, bool) {
+    if t.stripe == 0 {
+        claim(t);
+    }
+    let owned = t.stripe & OWNED != 0;
+    (&STRIPE[((t.stripe & !OWNED) - 1) as usize % STRIPES], owned)
+}
 
 /// Counts one allocation of `size` bytes.
 #[inline(always)]
 pub fn allocated(t: &mut ThreadState, size: u64) {
-    let s = stripe(t);
-    s.allocations.fetch_add(1, Ordering::Relaxed);
-    s.bytes_allocated.fetch_add(size, Ordering::Relaxed);
+    let (s, owned) = stripe(t);
+    add(&s.allocations, 1, owned);
+    add(&s.bytes_allocated, size, owned);
 }
 
 /// Counts one free of a block of `size` bytes.
 #[inline(always)]
 pub fn freed(t: &mut ThreadState, size: u64) {
-    let s = stripe(t);
-    s.frees.fetch_add(1, Ordering::Relaxed);
-    s.bytes_freed.fetch_add(size, Ordering::Relaxed);
+    let (s, owned) = stripe(t);
+    add(&s.frees, 1, owned);
+    add(&s.bytes_freed, size, owned);
 }
 
 pub use crate::table::Totals;

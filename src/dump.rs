@@ -645,19 +645,8 @@ fn write_modules(out: &mut Out, crash: bool) {
             out.str(&m.path);
             out.raw(b",");
             out.key("build_id");
-            // Windows: PE images have no build-id; "" is what the reader takes for "none".
-            #[cfg(windows)]
-            if m.build_id.is_empty() {
-                out.raw(b"\"\"");
-            } else {
-                out.hex(&m.build_id);
-            }
-            #[cfg(not(windows))]
-            if m.build_id.is_empty() {
-                out.raw(b"null");
-            } else {
-                out.hex(&m.build_id);
-            }
+            // "" for none: PE images and objects linked without --build-id have none.
+            out.hex(&m.build_id);
             out.raw(b",");
             out.key("base");
             out.num(m.base);

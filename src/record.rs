@@ -95,6 +95,9 @@ pub fn on_alloc(t: &mut ThreadState, p: u64, size: u64, fam: u8, stack: u32) {
     let tid = thread::tid(t);
     let seq = thread::next_seq(t);
     let b = Block::new(p, size, stack, tid, seq, fam);
+    if config::SAMPLE.load(Ordering::Relaxed) != 0 {
+        table::sampled_added(p);
+    }
     let mut shard = table::shard_of(p).lock();
     shard.totals.allocations += 1;
     shard.totals.bytes_allocated += size;
@@ -152,13 +155,32 @@ pub enum Settle {
     Rejected,
 }
 
+/// Sampling mode's fast path: a free that cannot be of a sampled block is counted and passed through without
+/// any further tracer work (no lock, no errno save, no panic guard). Returns true when it handled the free.
+#[inline(always)]
+pub fn unsampled_free(t: &mut ThreadState, p: u64) -> bool {
+    if config::SAMPLE.load(Ordering::Relaxed) == 0 || table::maybe_sampled(p) {
+        return false;
+    }
+    counters::freed(t, 0);
+    true
+}
+
 /// Settles a free of `p` (non-null) through `how`, called at `free_stack`.
 pub fn on_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) -> Settle {
     let sampling = config::SAMPLE.load(Ordering::Relaxed) != 0;
+    if sampling && !table::maybe_sampled(p) {
+        // Not a sampled block (nothing sampled lives at this hash): no lock, no lookup.
+        counters::freed(t, 0);
+        return Settle::Unknown;
+    }
     let removed = {
         let mut shard = table::shard_of(p).lock();
         let r = shard.remove(p);
         if let Some(b) = r {
+            if sampling && b.family() != family::INTERNAL {
+                table::sampled_removed(p);
+            }
             if b.family() != family::INTERNAL {
                 shard.totals.frees += 1;
                 shard.totals.bytes_freed += b.size();
@@ -255,6 +277,9 @@ fn classify_bad_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) 
 
 /// Puts back a block whose release failed (realloc returned NULL for a non-zero size: the old block lives on).
 pub fn undo_free(b: Block) {
+    if config::SAMPLE.load(Ordering::Relaxed) != 0 {
+        table::sampled_added(b.addr());
+    }
     let mut shard = table::shard_of(b.addr()).lock();
     shard.totals.frees -= 1;
     shard.totals.bytes_freed -= b.size();

@@ -168,6 +168,44 @@ static TABLE: [Padded; SHARDS] = {
     [P; SHARDS]
 };
 
+/// Sampling mode's filter: per 4 KiB page (hashed), how many sampled blocks start there (saturating at 255). A
+/// free whose counter is 0 cannot be of a sampled block, and is settled without taking a shard lock. By page
+/// rather than by address, so that the counters a program touches are few and stay in cache (per address, the
+/// filter load itself missed cache on most frees).
+static SAMPLED: [core::sync::atomic::AtomicU8; 1 << 16] =
+    [const { core::sync::atomic::AtomicU8::new(0) }; 1 << 16];
+
+#[inline(always)]
+fn sampled_slot(addr: u64) -> &'static core::sync::atomic::AtomicU8 {
+    &SAMPLED[((addr >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize]
+}
+
+/// Notes a sampled block at `addr` (sampling mode).
+pub fn sampled_added(addr: u64) {
+    let c = sampled_slot(addr);
+    let _ = c.fetch_update(
+        core::sync::atomic::Ordering::Relaxed,
+        core::sync::atomic::Ordering::Relaxed,
+        |v| (v < 255).then_some(v + 1),
+    );
+}
+
+/// Notes that the sampled block at `addr` went away (sampling mode).
+pub fn sampled_removed(addr: u64) {
+    let c = sampled_slot(addr);
+    let _ = c.fetch_update(
+        core::sync::atomic::Ordering::Relaxed,
+        core::sync::atomic::Ordering::Relaxed,
+        |v| (v != 0 && v < 255).then(|| v - 1),
+    );
+}
+
+/// False when no sampled block can live at `addr` (sampling mode).
+#[inline(always)]
+pub fn maybe_sampled(addr: u64) -> bool {
+    sampled_slot(addr).load(core::sync::atomic::Ordering::Relaxed) != 0
+}
+
 /// Blocks that could not be recorded (tracer out of memory).
 pub static LOST: AtomicU64 = AtomicU64::new(0);
 

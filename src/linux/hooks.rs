@@ -103,6 +103,9 @@ fn traced_free(p: *mut c_void, how: FreeFn) -> bool {
             true
         }
         Mode::Traced(t) => {
+            if record::unsampled_free(t, p as u64) {
+                return true;
+            }
             t.busy = 1;
             let stack = record::stack_id(record::free_depth());
             let s = guarded(|| record::on_free(t, p as u64, how, stack));

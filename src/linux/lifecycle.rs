@@ -15,6 +15,7 @@ static FINAL_DONE: AtomicBool = AtomicBool::new(false);
 pub fn on_ready() {
     PID.store(sys::getpid(), Ordering::Relaxed);
     dump::START_NS.store(sys::realtime_ns(), Ordering::Relaxed);
+    sys::remember_stderr();
     crate::heap::init_reserve();
     crate::intern::init();
     crate::stack::init_self_range();

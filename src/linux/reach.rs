@@ -50,48 +50,30 @@ pub fn capture_entry() {
     ENTRY_SP.store(sp, Ordering::Relaxed);
 }
 
-/// Stacks of the threads that have allocated (low, high, tid): roots for the reachability scan at exit.
+/// A stack address and the tid of each thread that has allocated: roots for the reachability scan at exit. At
+/// scan time the mapping that contains the address is that thread's stack (TLS and descriptor at its top).
+///
+/// Why not `pthread_getattr_np`: it takes the thread's descriptor lock and allocates inside; a program that is
+/// itself inside `pthread_getattr_np` when it first allocates (Rust's runtime does this at start-up) would
+/// deadlock on its own lock. A stack pointer costs one register read.
 const MAX_THREADS: usize = 4096;
-static STACKS: [[AtomicU64; 3]; MAX_THREADS] =
-    [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; MAX_THREADS];
+static STACKS: [[AtomicU64; 2]; MAX_THREADS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; MAX_THREADS];
 static NEXT_STACK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
-/// Remembers the calling thread's stack range (once per thread, at its first recorded allocation).
+/// Remembers where the calling thread's stack is (once per thread, at its first recorded allocation). Slots are
+/// reused round-robin past 4096 threads; the oldest threads are the likeliest to be gone.
 #[cold]
 pub fn register_thread() {
-    // SAFETY: pthread_getattr_np fills `attr` for the calling thread; it may allocate, which the busy level turns
-    // into internal (uncounted) allocations. No shard lock is held here, so they may wait for one.
-    let range = crate::thread::with_busy(crate::thread::BUSY_TRACER, || unsafe {
-        let mut attr = core::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
-        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
-            return None;
-        }
-        let mut addr: *mut libc::c_void = core::ptr::null_mut();
-        let mut size: usize = 0;
-        let ok = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size) == 0;
-        libc::pthread_attr_destroy(attr.as_mut_ptr());
-        if !ok {
-            return None;
-        }
-        Some((addr as u64, addr as u64 + size as u64))
-    });
-    let Some((lo, hi)) = range else { return };
+    let sp: u64;
+    // SAFETY: reads the stack pointer.
+    unsafe {
+        core::arch::asm!("mov {0}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
     let tid = crate::sys::gettid() as u64;
-    // Reuse the slot of an earlier thread whose stack this one took over (glibc caches stacks).
-    let n = NEXT_STACK.load(Ordering::Acquire).min(MAX_THREADS);
-    for s in &STACKS[..n] {
-        if s[0].load(Ordering::Relaxed) == lo {
-            s[1].store(hi, Ordering::Relaxed);
-            s[2].store(tid, Ordering::Relaxed);
-            return;
-        }
-    }
-    let i = NEXT_STACK.fetch_add(1, Ordering::AcqRel);
-    if let Some(s) = STACKS.get(i) {
-        s[1].store(hi, Ordering::Relaxed);
-        s[2].store(tid, Ordering::Relaxed);
-        s[0].store(lo, Ordering::Release);
-    }
+    let i = NEXT_STACK.fetch_add(1, Ordering::AcqRel) % MAX_THREADS;
+    STACKS[i][1].store(tid, Ordering::Relaxed);
+    STACKS[i][0].store(sp, Ordering::Release);
 }
 
 /// True if thread `tid` of this process still exists. A thread that has exited leaves only stale data on its
@@ -107,14 +89,13 @@ fn thread_alive(tid: u64) -> bool {
     unsafe { libc::access(path.as_ptr().cast(), libc::F_OK) == 0 }
 }
 
-/// The registered stacks of threads still alive, as (low, high) ranges.
-fn stacks() -> impl Iterator<Item = (u64, u64)> {
+/// A stack address of every registered thread still alive.
+fn stacks() -> impl Iterator<Item = u64> {
     let n = NEXT_STACK.load(Ordering::Acquire).min(MAX_THREADS);
     STACKS[..n].iter().filter_map(|s| {
-        let lo = s[0].load(Ordering::Acquire);
-        let hi = s[1].load(Ordering::Relaxed);
-        let tid = s[2].load(Ordering::Relaxed);
-        (lo != 0 && hi > lo && thread_alive(tid)).then_some((lo, hi))
+        let sp = s[0].load(Ordering::Acquire);
+        let tid = s[1].load(Ordering::Relaxed);
+        (sp != 0 && thread_alive(tid)).then_some(sp)
     })
 }
 
@@ -248,14 +229,14 @@ pub fn roots() -> Roots {
     let regs = ENTRY_REGS.as_ptr() as u64;
     ranges.push((regs, regs + 8 * ENTRY_REGS.len() as u64));
     // Other threads: their whole stack mapping (TLS and thread descriptor sit at its top).
-    for (lo, hi) in stacks() {
-        let (Some(a), Some(b)) = (maps.containing(lo), maps.containing(hi - 1)) else {
+    for sp in stacks() {
+        let Some(m) = maps.containing(sp) else {
             continue;
         };
-        if Some(a) == mine || Some(b) == mine {
+        if Some(m) == mine || ranges.contains(&m) {
             continue;
         }
-        maps.clip(a.0, b.1, &mut ranges);
+        ranges.push(m);
     }
     Roots(ranges)
 }

@@ -19,6 +19,36 @@ pub fn thread_state() -> *mut crate::thread::ThreadState {
     unsafe { heapledger_thread_state() }
 }
 
+static EXIT_KEY: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(u32::MAX);
+
+unsafe extern "C" fn on_thread_exit(v: *mut libc::c_void) {
+    crate::counters::release(v as usize);
+}
+
+/// Arranges for `crate::counters::release(token)` to run when the calling thread exits. False if it cannot be
+/// arranged (then the caller must not rely on it).
+pub fn on_thread_exit_release(token: usize) -> bool {
+    use core::sync::atomic::Ordering;
+    let mut key = EXIT_KEY.load(Ordering::Acquire);
+    if key == u32::MAX {
+        let mut k: libc::pthread_key_t = 0;
+        // SAFETY: creating a key with a plain extern "C" destructor.
+        if unsafe { libc::pthread_key_create(&mut k, Some(on_thread_exit)) } != 0 {
+            return false;
+        }
+        match EXIT_KEY.compare_exchange(u32::MAX, k, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => key = k,
+            Err(other) => {
+                // SAFETY: the key we created and nobody else uses.
+                unsafe { libc::pthread_key_delete(k) };
+                key = other;
+            }
+        }
+    }
+    // SAFETY: a valid key; the value is a small integer, not a pointer.
+    unsafe { libc::pthread_setspecific(key, token as *const libc::c_void) == 0 }
+}
+
 /// Gives the CPU to another thread.
 pub fn yield_now() {
     // SAFETY: no preconditions.
@@ -273,6 +303,10 @@ pub fn unmap(p: *mut u8, len: usize) {
 }
 
 /// Writes one line to stderr, ignoring failures (fd 2 may be closed).
+///
+/// Only to the stderr the program started with: a program that closed fd 2 and opened a file of its own there
+/// must not find our message in its data, so the file's identity is checked against the one recorded at
+/// start-up. SIGPIPE is blocked around the write, so a closed pipe costs the message, not the process.
 pub fn eprint(parts: &[&[u8]]) {
     let mut buf = [0u8; 1024];
     let mut n = 0;
@@ -282,7 +316,49 @@ pub fn eprint(parts: &[&[u8]]) {
         n += take;
     }
     buf[n] = b'\n';
-    let _ = write_all(2, &buf[..=n]);
+    if STDERR_ID.load(core::sync::atomic::Ordering::Relaxed) != stderr_id() {
+        return;
+    }
+    // SAFETY: signal-mask calls on local sets; sigtimedwait with a zero timeout only consumes a SIGPIPE that
+    // our own write raised (one already pending before is left alone).
+    unsafe {
+        let mut pipe: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        let mut pending: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
+        libc::sigpending(&mut pending);
+        let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
+        let ok = write_all(2, &buf[..=n]);
+        if !ok && errno() == libc::EPIPE && !was_pending {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            libc::sigtimedwait(&pipe, core::ptr::null_mut(), &zero);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+    }
+}
+
+/// Identity (device and inode, mixed) of what fd 2 is now; 0 when it is closed.
+fn stderr_id() -> u64 {
+    // SAFETY: fstat into a local buffer.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::fstat(2, &mut st) != 0 {
+            return 0;
+        }
+        (st.st_dev as u64).rotate_left(32) ^ st.st_ino as u64 ^ 1
+    }
+}
+
+static STDERR_ID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// Records what the program's stderr is, at start-up.
+pub fn remember_stderr() {
+    STDERR_ID.store(stderr_id(), core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Formats `v` in decimal into `buf`, returning the digits.

@@ -166,11 +166,6 @@ pub fn for_each_retired(mut f: impl FnMut(&Block)) {
     }
 }
 
-/// Number of retired blocks.
-pub fn retired_count() -> usize {
-    RETIRED.lock().len()
-}
-
 /// Records every block that exists in any heap right now as internal (see the module comment). Returns the
 /// number recorded. Blocks already in the ledger are left alone.
 pub fn snapshot_existing() -> usize {

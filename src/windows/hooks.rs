@@ -1490,8 +1490,3 @@ pub fn install() -> bool {
     DETOURS.lock().extend(list);
     true
 }
-
-/// The original `RtlFreeHeap` etc. are needed by nobody else; the trampoline of process exit is (lifecycle).
-pub fn has_exit_hook() -> bool {
-    ORIG_EXIT.load(Ordering::Relaxed) != 0
-}

@@ -51,14 +51,6 @@ pub fn init() {
     );
 }
 
-/// The tracer's own range.
-pub fn self_range() -> (u64, u64) {
-    (
-        SKIP[0][0].load(Ordering::Relaxed) as u64,
-        SKIP[0][1].load(Ordering::Relaxed) as u64,
-    )
-}
-
 #[inline(always)]
 fn skipped(pc: usize) -> bool {
     SKIP.iter()

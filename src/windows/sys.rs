@@ -29,8 +29,7 @@ use windows_sys::Win32::System::Environment::{
 };
 use windows_sys::Win32::System::LibraryLoader::GetModuleFileNameW;
 use windows_sys::Win32::System::Memory::{
-    VirtualAlloc, VirtualFree, VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_COMMIT, MEM_RELEASE,
-    MEM_RESERVE, PAGE_READWRITE,
+    VirtualAlloc, VirtualFree, MEM_COMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_READWRITE,
 };
 use windows_sys::Win32::System::Performance::{QueryPerformanceCounter, QueryPerformanceFrequency};
 use windows_sys::Win32::System::SystemInformation::GetSystemTimePreciseAsFileTime;
@@ -71,6 +70,8 @@ pub struct WinThread {
     pub last_heap: usize,
     /// Family of `last_heap`.
     pub last_family: u32,
+    /// `counters::release` token to run when the thread exits (0: none).
+    pub exit_token: usize,
 }
 
 static TLS_INDEX: AtomicU32 = AtomicU32::new(TLS_OUT_OF_INDEXES);
@@ -95,6 +96,7 @@ static mut OVERFLOW: WinThread = WinThread {
     via_detail: 0,
     last_heap: 0,
     last_family: 0,
+    exit_token: 0,
 };
 
 /// Threads creating their record right now (their ids): a hook re-entered meanwhile gets [`OVERFLOW`].
@@ -214,10 +216,26 @@ pub fn thread_exit() {
     let e = errno();
     // SAFETY: our slot; the record came from alloc_zeroed with this layout and nobody else holds it.
     unsafe {
+        let token = (*p).exit_token;
+        if token != 0 {
+            crate::counters::release(token);
+        }
         TlsSetValue(i, core::ptr::null());
         alloc::alloc::dealloc(p.cast(), core::alloc::Layout::new::<WinThread>());
     }
     set_errno(e);
+}
+
+/// Arranges for `crate::counters::release(token)` to run when the calling thread exits (from DllMain's
+/// DLL_THREAD_DETACH). False if it cannot be arranged (the thread has no record of its own).
+pub fn on_thread_exit_release(token: usize) -> bool {
+    let t = win_thread();
+    if t == core::ptr::addr_of_mut!(OVERFLOW) {
+        return false;
+    }
+    // SAFETY: the calling thread's own record.
+    unsafe { (*t).exit_token = token };
+    true
 }
 
 /// Gives the CPU to another thread.
@@ -804,18 +822,4 @@ pub fn unmap(p: *mut u8, _len: usize) {
     }
     // SAFETY: the caller passes a region it got from `map`.
     unsafe { VirtualFree(p.cast(), 0, MEM_RELEASE) };
-}
-
-/// True if `addr` is inside committed memory (for the invalid-free classification and heap snapshots).
-pub fn is_mapped(addr: usize) -> bool {
-    // SAFETY: VirtualQuery only reads the address space description.
-    unsafe {
-        let mut m: MEMORY_BASIC_INFORMATION = core::mem::zeroed();
-        VirtualQuery(
-            addr as *const c_void,
-            &mut m,
-            core::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
-        ) != 0
-            && m.State == MEM_COMMIT
-    }
 }

@@ -20,7 +20,7 @@ int main(int argc, char **argv) {
     memset(p, 1, 200);
     free(p);
     keep[1] = malloc(300);
-    keep[2] = strdup("txn-0000000000000000000000042"); /* STRDUP_LINE: 29 characters, 30 bytes */
+    keep[2] = strdup("txn-0000000000000000000000042"); /* STRDUP_LINE */ /* 29 characters, 30 bytes */
     write(1, "about to crash\n", 15);
     die(argc > 1 ? argv[1] : "segv");
     return 0;

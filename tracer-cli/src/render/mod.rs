@@ -3,3 +3,6 @@
 
 pub mod json;
 pub mod text;
+pub mod trend_json;
+pub mod trend_svg;
+pub mod trend_text;
