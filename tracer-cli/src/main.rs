@@ -5,9 +5,22 @@
 //! it only names it in the child's `LD_PRELOAD`.
 
 mod analyse;
+mod findings;
+mod fingerprint;
+mod flamegraph;
+mod gate;
+mod junit;
 mod render;
+#[cfg(unix)]
 mod run;
+// Windows: `run` injects heapledger.dll (run.rs is Unix-only).
+#[cfg(windows)]
+#[path = "windows.rs"]
+mod run;
+mod sarif;
+mod suppress;
 mod symbolize;
+mod trend;
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -33,12 +46,16 @@ const LONG_ABOUT: &str = "\
 Trace the heap allocations of a C/C++ program: leaks, double/invalid/mismatched frees.
 
 `heapledger run -- PROG ARGS...` runs PROG with libheapledger.so preloaded; the library writes a JSON dump \
-when the program exits (or crashes). `heapledger report DUMP...` symbolizes dumps and prints them.
+when the program exits (or crashes). `heapledger report DUMP...` symbolizes dumps and prints them. \
+`heapledger check DUMP...` (or `run` with --fail-on or another gate option) is the CI gate: it fails on \
+leaks and bad frees, with suppressions, baselines and limits (see docs/gate.md).
 
 Exit codes:
-  0        success
-  N        `run`: the program's own exit code (128+signal if a signal killed it)
-  2        bad input (unreadable or invalid dump, bad usage) or another tool error
+  0        success (`check`: the gate passed)
+  N        `run`: the program's own exit code (128+signal if a signal killed it) when the gate passes or is off
+  23       the gate failed (leak, bad free, process killed by a signal); set with --error-exitcode
+  2        bad input (unreadable or invalid dump, suppression file or baseline, no dump written, bad usage) \
+or another tool error
   125      `run`: libheapledger.so not found
   126      `run`: the program could not be executed
   127      `run`: the program was not found";
@@ -56,11 +73,21 @@ enum Cmd {
     Run(run::RunArgs),
     /// Symbolize dumps and print a report of leaks and bad frees.
     Report(ReportArgs),
+    /// CI gate: fail (exit 23) on leaks and bad frees in dumps, after suppressions, baseline and limits.
+    Check(gate::CheckArgs),
+    /// SVG flame graph of leaked bytes by allocation stack (--allocated: all live blocks).
+    Flamegraph(flamegraph::FlamegraphArgs),
+    /// Suppression rules (LeakSanitizer syntax) for every finding reported now.
+    Suppressions(gate::SuppressionsArgs),
+    /// Growth of each call site's live heap over a series of snapshots: rate, verdict, chart.
+    #[command(long_about = trend::LONG_ABOUT)]
+    Trend(trend::TrendArgs),
 }
 
 #[derive(clap::Args)]
 struct ReportArgs {
-    /// Output format. JSON prints one object per dump, in an array when more than one dump is given.
+    /// Output format. JSON prints one object per dump, in an array when more than one dump is given. SARIF
+    /// and JUnit show the findings of the default gate (as `check` without options would).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 
@@ -77,6 +104,8 @@ struct ReportArgs {
 enum Format {
     Text,
     Json,
+    Sarif,
+    Junit,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +113,10 @@ fn main() -> ExitCode {
     ExitCode::from(match cli.command {
         Cmd::Run(args) => run::run(args),
         Cmd::Report(args) => report(&args),
+        Cmd::Check(args) => gate::check(&args),
+        Cmd::Flamegraph(args) => flamegraph::flamegraph(&args),
+        Cmd::Suppressions(args) => gate::suppressions(&args),
+        Cmd::Trend(args) => trend::run(args),
     })
 }
 
@@ -91,6 +124,11 @@ fn main() -> ExitCode {
 /// code 2. Each report is written as soon as it is ready: symbolizing a big dump takes a while, and a big
 /// report need never be held in memory whole.
 fn report(args: &ReportArgs) -> u8 {
+    match args.format {
+        Format::Sarif => return gate::report_as(gate::OutputFormat::Sarif, &args.dumps),
+        Format::Junit => return gate::report_as(gate::OutputFormat::Junit, &args.dumps),
+        Format::Text | Format::Json => {}
+    }
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     match write_reports(args, &mut out).and_then(|code| out.flush().map(|()| code)) {
@@ -146,7 +184,8 @@ fn write_reports(args: &ReportArgs, out: &mut impl Write) -> std::io::Result<u8>
                 }
                 render::text::write_report(out, &report, render::text::Options { all: args.all })?;
             }
-            Format::Json => {
+            // SARIF and JUnit are written by `gate::report_as`, never here.
+            Format::Json | Format::Sarif | Format::Junit => {
                 if written > 0 {
                     out.write_all(b",")?;
                 }

@@ -1,7 +1,8 @@
 //! `heapledger run`: launches a program with the preload library and summarises the dumps it wrote.
 //!
-//! The steps are separate functions (find the library, launch, collect dumps, summarise, decide the exit code)
-//! so that gate options such as a future `--fail-on` only add a check in [`exit_code`] over the summaries.
+//! The steps are separate functions (find the library, launch, collect dumps, summarise, decide the exit code).
+//! With gate options (`--fail-on`, `--suppressions`, ...) every dump of the run is then judged by
+//! `gate::after_run`, which decides the exit code instead of [`exit_code`].
 
 use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
@@ -36,6 +37,25 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub depth: Option<u32>,
 
+    /// Sampling: record one allocation per SIZE bytes on average (`512KiB`, `1MiB`, `4096`); leak figures
+    /// become estimates (sets HEAPLEDGER_SAMPLE).
+    #[arg(long, value_name = "SIZE")]
+    pub sample: Option<String>,
+
+    /// Write a snapshot every SECS seconds, fractions allowed (sets HEAPLEDGER_INTERVAL).
+    #[arg(long, value_name = "SECS")]
+    pub interval: Option<String>,
+
+    /// Write a snapshot when the program receives signal SIG (`USR2`, `SIGUSR1`, a number; sets
+    /// HEAPLEDGER_SIGNAL).
+    #[arg(long, value_name = "SIG")]
+    pub signal: Option<String>,
+
+    /// Gate options: with any of them, every dump of the run is judged as `heapledger check` would, and the
+    /// exit code is the gate's when it fails.
+    #[command(flatten)]
+    pub gate: crate::gate::GateArgs,
+
     /// The program to run, and its arguments (put `--` before them if they start with `-`).
     #[arg(required = true, trailing_var_arg = true, value_name = "PROG")]
     pub command: Vec<OsString>,
@@ -68,6 +88,33 @@ pub struct Summary {
 
 /// Runs `heapledger run` and returns the process exit code.
 pub fn run(args: RunArgs) -> u8 {
+    // Gate options are checked (and suppression files and baselines read) before the program runs, so that
+    // a typo never costs a whole test run.
+    let gate = if args.gate.any_given() {
+        if args.gate.format != crate::gate::OutputFormat::Text && args.gate.output.is_none() {
+            eprintln!(
+                "heapledger: run --format {:?} needs --output FILE (the terminal gets the text summary)",
+                args.gate.format
+            );
+            return exit::TOOL_ERROR;
+        }
+        match crate::gate::Config::load(&args.gate) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("heapledger: {e}");
+                return exit::TOOL_ERROR;
+            }
+        }
+    } else {
+        None
+    };
+    let settings = match settings(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("heapledger: {e}");
+            return exit::TOOL_ERROR;
+        }
+    };
     let lib = match find_library() {
         Ok(lib) => lib,
         Err(message) => {
@@ -95,9 +142,12 @@ pub fn run(args: RunArgs) -> u8 {
     if let Some(depth) = args.depth {
         cmd.env("HEAPLEDGER_DEPTH", depth.to_string());
     }
+    for (var, value) in settings {
+        cmd.env(var, value);
+    }
 
-    let status = match spawn_and_wait(&mut cmd) {
-        Ok(status) => status,
+    let (status, pid) = match spawn_and_wait(&mut cmd) {
+        Ok(done) => done,
         Err(e) => {
             let name = Path::new(program).display();
             return match e.kind() {
@@ -126,7 +176,79 @@ pub fn run(args: RunArgs) -> u8 {
         })
         .collect();
     print_dumps(&dumps);
-    exit_code(status, &dumps)
+    let code = exit_code(status, &dumps);
+    match gate {
+        Some(config) => {
+            let paths: Vec<PathBuf> = dumps.into_iter().map(|d| d.path).collect();
+            let end = crate::gate::ProgramEnd {
+                pid,
+                program: Path::new(program).display().to_string(),
+                signal: status.signal(),
+                code,
+            };
+            crate::gate::after_run(config, &paths, &end, &args.gate)
+        }
+        None => code,
+    }
+}
+
+/// The environment for the pass-through settings, in the plainest form the library reads (bytes, seconds,
+/// signal numbers). A value the library would ignore is an error here, so a typo is never a silent run
+/// without sampling or snapshots.
+fn settings(args: &RunArgs) -> Result<Vec<(&'static str, String)>, String> {
+    let mut env = Vec::new();
+    if let Some(s) = &args.sample {
+        let bytes = parse_size(s).ok_or_else(|| {
+            format!("--sample {s}: expected a size in bytes, like 4096, 512KiB or 1MiB")
+        })?;
+        env.push(("HEAPLEDGER_SAMPLE", bytes.to_string()));
+    }
+    if let Some(s) = &args.interval {
+        let t = s.trim();
+        let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+        let digits = |x: &str| x.bytes().all(|b| b.is_ascii_digit());
+        let positive = t.bytes().any(|b| (b'1'..=b'9').contains(&b));
+        if !(digits(int) && digits(frac) && !(int.is_empty() && frac.is_empty()) && positive) {
+            return Err(format!(
+                "--interval {s}: expected a positive number of seconds, like 10 or 0.5"
+            ));
+        }
+        env.push(("HEAPLEDGER_INTERVAL", t.to_owned()));
+    }
+    if let Some(s) = &args.signal {
+        let n = signal_number(s).ok_or_else(|| {
+            format!("--signal {s}: expected a signal name like USR2 or SIGUSR1, or a number")
+        })?;
+        env.push(("HEAPLEDGER_SIGNAL", n.to_string()));
+    }
+    Ok(env)
+}
+
+/// `4096`, `512K`, `512KiB`, `1MiB`, `1G`, ... in bytes (binary multiples).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = s.split_at(digits);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|&v| v > 0)
+}
+
+/// The number of signal `name` (`USR2`, `SIGUSR2`, `12`).
+pub fn signal_number(name: &str) -> Option<i32> {
+    let name = name.trim();
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    (1..=31).find(|&n| signal_name(n).strip_prefix("SIG") == Some(bare))
 }
 
 /// The library from `$HEAPLEDGER_LIB`, else `libheapledger.so` next to this executable; made absolute so that
@@ -190,10 +312,11 @@ fn preload_value(lib: &Path, existing: Option<&OsStr>) -> OsString {
 /// process group, so the program still gets them (and decides whether to die), while we survive to report
 /// the dump it writes. This is what `system(3)` does. The dispositions are changed only after the spawn, so
 /// the program does not inherit "ignored".
-fn spawn_and_wait(cmd: &mut Command) -> std::io::Result<ExitStatus> {
+fn spawn_and_wait(cmd: &mut Command) -> std::io::Result<(ExitStatus, u32)> {
     let mut child = cmd.spawn()?;
     let _guard = IgnoreInterrupts::new();
-    child.wait()
+    let pid = child.id();
+    child.wait().map(|status| (status, pid))
 }
 
 /// Ignores SIGINT/SIGQUIT for its lifetime.
@@ -345,8 +468,8 @@ fn print_dumps(dumps: &[WrittenDump]) {
     eprintln!("heapledger: details: heapledger report {}", paths.join(" "));
 }
 
-/// The program's own exit code, or 128+signal when it was killed (printing which signal). Gate options will
-/// override a 0 here when their condition holds for `dumps`.
+/// The program's own exit code, or 128+signal when it was killed (printing which signal). With gate options,
+/// `gate::after_run` returns this only when the gate passes.
 fn exit_code(status: ExitStatus, _dumps: &[WrittenDump]) -> u8 {
     if let Some(code) = status.code() {
         // Exit codes are 0..=255 on Unix; the truncation mirrors what a shell would see.
@@ -424,6 +547,22 @@ mod tests {
             preload_value(lib, Some(OsStr::new("/a.so /opt/hl/libheapledger.so"))),
             "/opt/hl/libheapledger.so:/a.so"
         );
+    }
+
+    #[test]
+    fn sizes_and_signals_of_the_pass_through_settings() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("512KiB"), Some(512 << 10));
+        assert_eq!(parse_size(" 1MiB "), Some(1 << 20));
+        assert_eq!(parse_size("2g"), Some(2 << 30));
+        for bad in ["", "0", "KiB", "1.5M", "-1", "1TiB", "99999999999999999999"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        assert_eq!(signal_number("USR2"), Some(libc::SIGUSR2));
+        assert_eq!(signal_number("sigusr1"), Some(libc::SIGUSR1));
+        assert_eq!(signal_number("12"), Some(12));
+        assert_eq!(signal_number("NOPE"), None);
+        assert_eq!(signal_number("0"), None);
     }
 
     #[test]
