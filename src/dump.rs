@@ -45,6 +45,9 @@ impl Reason {
 
 /// One dump at a time; also owns the static output buffer.
 static WRITER: SpinLock<Out> = SpinLock::new(Out::new());
+/// The end-of-process dump has been (or is being) written: no more snapshots.
+pub static FINAL_WRITTEN: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
 /// `%n`: dumps written by this process so far.
 pub static SNAPSHOT: AtomicU32 = AtomicU32::new(0);
 /// CLOCK_REALTIME at initialisation.
@@ -158,6 +161,14 @@ pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
         Some(WRITER.lock())
     };
     let Some(mut out) = guard else { return false };
+    // The process is ending: a snapshot started now would be cut short by the exit, leaving a temporary file.
+    if FINAL_WRITTEN.load(Ordering::Acquire) && matches!(reason, Reason::Interval | Reason::Signal)
+    {
+        return false;
+    }
+    if matches!(reason, Reason::Exit | Reason::UnderscoreExit) {
+        FINAL_WRITTEN.store(true, Ordering::Release);
+    }
     if !crash {
         modules::refresh();
     }

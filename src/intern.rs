@@ -9,12 +9,14 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-const TABLE_BITS: u32 = 22; // 4M slots
-const TABLE_SLOTS: usize = 1 << TABLE_BITS;
-const MAX_STACKS: usize = TABLE_SLOTS * 3 / 4;
-/// Arena sizes tried in turn (in u64 words): 1 GiB of address space, reserved not committed; less when the
-/// address space is limited (`ulimit -v`).
-const ARENA_TRIES: [usize; 3] = [1 << 27, 1 << 23, 1 << 19];
+// Address space is reserved, not memory: but a program under `ulimit -v` counts it, so keep it modest.
+const TABLE_BITS: u32 = 21; // 2M slots, 8 MiB
+/// Slots of the lookup table (a power of two) and the stack limit; smaller when the address space is limited.
+static TABLE_SLOTS_RT: AtomicUsize = AtomicUsize::new(1 << TABLE_BITS);
+static MAX_STACKS_RT: AtomicUsize = AtomicUsize::new((1 << TABLE_BITS) * 3 / 4);
+/// Arena sizes tried in turn (in u64 words): 128 MiB of address space (16M frames), reserved not committed;
+/// less when the address space is limited (`ulimit -v`).
+const ARENA_TRIES: [usize; 3] = [1 << 24, 1 << 21, 1 << 18];
 static ARENA_WORDS: AtomicUsize = AtomicUsize::new(0);
 
 static TABLE: AtomicPtr<AtomicU32> = AtomicPtr::new(core::ptr::null_mut());
@@ -30,12 +32,23 @@ pub static TRUNCATED: AtomicU64 = AtomicU64::new(0);
 
 /// Reserves the arena and tables and interns the empty stack as id 0. Returns false when out of memory.
 pub fn init() -> bool {
-    let table = crate::sys::map(TABLE_SLOTS * 4, true);
-    let offsets = crate::sys::map(MAX_STACKS * 8, true);
+    // Under `ulimit -v` every reserved byte is taken from the program's budget: reserve an eighth.
+    let limited = crate::sys::address_space_limited();
+    let bits = if limited { TABLE_BITS - 3 } else { TABLE_BITS };
+    TABLE_SLOTS_RT.store(1 << bits, Ordering::Relaxed);
+    MAX_STACKS_RT.store((1 << bits) * 3 / 4, Ordering::Relaxed);
+    let (table_slots, max_stacks) = (1usize << bits, (1usize << bits) * 3 / 4);
+    let table = crate::sys::map(table_slots * 4, true);
+    let offsets = crate::sys::map(max_stacks * 8, true);
     if table.is_null() || offsets.is_null() {
         return false;
     }
-    let Some((arena, words)) = ARENA_TRIES.iter().find_map(|&w| {
+    let tries = if limited {
+        &ARENA_TRIES[2..]
+    } else {
+        &ARENA_TRIES[..]
+    };
+    let Some((arena, words)) = tries.iter().find_map(|&w| {
         let p = crate::sys::map(w * 8, true);
         (!p.is_null()).then_some((p, w))
     }) else {
@@ -61,7 +74,10 @@ fn hash(frames: &[u64]) -> u64 {
 /// The frames of stack `id`, or None while it is still being written (or for an unknown id).
 pub fn get(id: u32) -> Option<&'static [u64]> {
     let offsets = OFFSETS.load(Ordering::Acquire);
-    if offsets.is_null() || id >= NEXT_ID.load(Ordering::Acquire) || id as usize >= MAX_STACKS {
+    if offsets.is_null()
+        || id >= NEXT_ID.load(Ordering::Acquire)
+        || id as usize >= MAX_STACKS_RT.load(Ordering::Relaxed)
+    {
         return None;
     }
     // SAFETY: id < MAX_STACKS, inside the reserved offsets array.
@@ -80,7 +96,9 @@ pub fn get(id: u32) -> Option<&'static [u64]> {
 
 /// Number of ids handed out so far.
 pub fn count() -> u32 {
-    NEXT_ID.load(Ordering::Acquire).min(MAX_STACKS as u32)
+    NEXT_ID
+        .load(Ordering::Acquire)
+        .min(MAX_STACKS_RT.load(Ordering::Relaxed) as u32)
 }
 
 /// The id of `frames`, interning it if new. 0 (the empty stack) when the tracer is out of room.
@@ -90,10 +108,11 @@ pub fn intern(frames: &[u64]) -> u32 {
         return 0;
     }
     let h = hash(frames);
-    let mask = TABLE_SLOTS - 1;
+    let slots = TABLE_SLOTS_RT.load(Ordering::Relaxed);
+    let mask = slots - 1;
     let mut i = (h as usize) & mask;
     let mut mine: Option<u32> = None;
-    for _ in 0..TABLE_SLOTS {
+    for _ in 0..slots {
         // SAFETY: i <= mask, inside the table.
         let slot = unsafe { &*table.add(i) };
         let v = slot.load(Ordering::Acquire);
@@ -135,7 +154,7 @@ fn append(frames: &[u64]) -> Option<u32> {
         return None;
     }
     let id = NEXT_ID.fetch_add(1, Ordering::AcqRel);
-    if id as usize >= MAX_STACKS {
+    if id as usize >= MAX_STACKS_RT.load(Ordering::Relaxed) {
         return None;
     }
     let arena = ARENA.load(Ordering::Relaxed);

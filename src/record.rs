@@ -87,7 +87,13 @@ pub fn free_depth() -> u32 {
 
 /// Records a new block returned to the program, allocated at `stack`.
 pub fn on_alloc(t: &mut ThreadState, p: u64, size: u64, fam: u8, stack: u32) {
-    let fam = if t.family_override != 0 && t.override_size == size {
+    // The C++ runtime rounds aligned requests up to the alignment, so "the requested size" is a small range.
+    // The override is for the block the C++ runtime's operator new allocates after ours failed: through an
+    // aligned function (the aligned new, whatever size it rounded to) or through malloc at the requested size
+    // (not the exception object that a failing new allocates with malloc before it throws).
+    let runtime_block =
+        fam == family::ALIGNED || (size >= t.override_size && size - t.override_size < 65536);
+    let fam = if t.family_override != 0 && runtime_block {
         (t.family_override - 1) as u8
     } else {
         fam
@@ -127,6 +133,22 @@ pub fn on_internal_alloc(p: u64, size: u64, may_wait: bool) {
         // lost count makes later frees of unknown pointers pass through instead of being rejected.
         None => {
             table::LOST.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Settles a free made while the tracer was already running on this thread (libc code we called, or a signal
+/// handler that interrupted a hook). A traced block freed this way is counted as freed, silently (no stack, no
+/// error checks). Waits for the shard: callers hold none.
+pub fn internal_free(p: u64) {
+    let mut s = table::shard_of(p).lock();
+    if let Some(b) = s.remove(p) {
+        if b.family() != family::INTERNAL {
+            s.totals.frees += 1;
+            s.totals.bytes_freed += b.size();
+            if config::SAMPLE.load(Ordering::Relaxed) != 0 {
+                table::sampled_removed(p);
+            }
         }
     }
 }
@@ -294,12 +316,18 @@ pub fn undo_free(b: Block) {
 /// the loader `calloc`s in `pthread_create`, one 16-byte entry per TLS module — is 16 bytes larger than without
 /// the tracer. That entry is the tracer's footprint, not the program's: it is left out, so the program's
 /// figures equal an untraced run's (and Valgrind's).
-pub fn tracer_share_removed(size: u64, elem: usize, stack: u32) -> u64 {
+#[inline(always)]
+pub fn tracer_share_removed(size: u64, elem: usize) -> u64 {
     if elem != 16 || size < 32 {
         return size;
     }
-    match intern::get(stack).and_then(|f| f.first()) {
-        Some(&pc) if stack::in_loader(pc) => size - 16,
-        _ => size,
+    // One frame is enough (the caller); walked here rather than taken from the recorded stack so that the
+    // figure is the same whether or not this allocation is sampled or stacks are recorded at all.
+    let mut caller = [0u64; 1];
+    let w = stack::walk(&mut caller);
+    if w.len == 1 && stack::in_loader(caller[0]) {
+        size - 16
+    } else {
+        size
     }
 }

@@ -107,6 +107,8 @@ pub struct Shard {
     /// Totals of the blocks of this shard, counted under its lock: plain adds, no extra atomics.
     pub totals: Totals,
     ring_next: usize,
+    /// Length at which growing last failed (0: it has not).
+    grow_failed_at: usize,
     ring: [Freed; RING],
 }
 
@@ -148,6 +150,7 @@ const EMPTY: SpinLock<Shard> = SpinLock::new(Shard {
         bytes_freed: 0,
     },
     ring_next: 0,
+    grow_failed_at: 0,
     ring: [Freed {
         block: Block {
             w0: 0,
@@ -289,8 +292,21 @@ impl Shard {
 
     /// Records a live block. False when the table could not grow (the block is then lost).
     pub fn insert(&mut self, b: Block) -> bool {
-        if (self.len + 1) * 4 > self.cap * 3 && !self.grow() {
-            return false;
+        if (self.len + 1) * 4 > self.cap * 3 {
+            // Growth that failed is retried only after the shard has shrunk: under memory pressure every insert
+            // would otherwise pay for a failing mmap. Meanwhile the table fills up to 15/16 (longer probes) before
+            // blocks are counted as lost.
+            let may_try = self.grow_failed_at == 0 || self.len < self.grow_failed_at * 7 / 8;
+            if !(may_try && self.grow()) {
+                if may_try {
+                    self.grow_failed_at = self.len.max(1);
+                }
+                if self.cap == 0 || (self.len + 1) * 16 > self.cap * 15 {
+                    return false;
+                }
+            } else {
+                self.grow_failed_at = 0;
+            }
         }
         let mask = self.cap - 1;
         let mut i = slot_hash(b.addr()) as usize & mask;

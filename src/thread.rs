@@ -42,6 +42,10 @@ pub const BUSY_HOOK: u32 = 1;
 /// this thread holds no shard lock: libc allocations made for it are recorded as internal, waiting for a lock.
 pub const BUSY_TRACER: u32 = 2;
 
+/// `busy` while a hook calls the real allocator: a nested hook call is the allocator forwarding to an interposed
+/// function (glibc's `reallocarray` calls `realloc`), recorded as internal; no shard lock is held.
+pub const BUSY_REAL: u32 = 3;
+
 /// Runs `f` with the calling thread's busy level set to `level`, restoring the previous level after.
 pub fn with_busy<R>(level: u32, f: impl FnOnce() -> R) -> R {
     // SAFETY: the calling thread's own state.

@@ -29,9 +29,124 @@ fn mode() -> Mode {
     // SAFETY: the TLS block is valid for the thread's lifetime and only this thread touches it.
     let t = unsafe { &mut *thread::current() };
     if t.busy != 0 {
-        Mode::Internal(t.busy == thread::BUSY_TRACER)
+        // Inside a hook's own recording code only a signal handler can get here (the program's call: traced,
+        // deferred). Inside a call to the real allocator (BUSY_REAL) it is the allocator forwarding to an
+        // interposed function (glibc's reallocarray calls realloc): internal. Inside tracer work it is libc.
+        Mode::Internal(t.busy != thread::BUSY_HOOK)
     } else {
         Mode::Traced(t)
+    }
+}
+
+// ---- updates deferred from signal handlers ---------------------------------------------------------------------
+//
+// A hook entered while this thread is already inside a hook is a signal handler's call (the tracer itself makes
+// no allocating libc call there): the program's own allocation, traced with its stack. But the interrupted hook
+// may hold the very shard the update needs: waiting would deadlock, skipping would leave the ledger wrong. So
+// the update is queued in this thread's TLS and applied by the interrupted hook as it finishes. A global count
+// lets every hook check for work with one load of a shared, read-mostly line.
+
+/// Mirror of `struct hl_deferred` in `thread.c`.
+#[repr(C)]
+struct Deferred {
+    n: u32,
+    reserved: u32,
+    addr: [u64; DEFER_MAX],
+    size: [u64; DEFER_MAX],
+    stack: [u32; DEFER_MAX],
+    family: [u8; DEFER_MAX],
+}
+
+const DEFER_MAX: usize = 128;
+
+extern "C" {
+    fn heapledger_deferred() -> *mut Deferred;
+}
+
+/// `size` value of a queued free.
+const DEFERRED_FREE: u64 = u64::MAX;
+static DEFERRED_ANYWHERE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+fn defer(addr: u64, size: u64, stack: u32, family: u8) {
+    // SAFETY: this thread's own TLS block; a nested handler on the same thread appends after us.
+    let d = unsafe { &mut *heapledger_deferred() };
+    let i = d.n as usize;
+    if i < d.addr.len() {
+        d.addr[i] = addr;
+        d.size[i] = size;
+        d.stack[i] = stack;
+        d.family[i] = family;
+        d.n += 1;
+        DEFERRED_ANYWHERE.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    } else {
+        crate::table::LOST.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[inline(always)]
+fn apply_deferred() {
+    if DEFERRED_ANYWHERE.load(core::sync::atomic::Ordering::Relaxed) != 0 {
+        apply_deferred_slow();
+    }
+}
+
+#[cold]
+fn apply_deferred_slow() {
+    thread::with_busy(thread::BUSY_HOOK, || {
+        // SAFETY: this thread's own TLS block.
+        let d = unsafe { &mut *heapledger_deferred() };
+        let mut i = 0;
+        // Reset with one atomic instruction: a handler that appended after the loop made n != i, and we go round
+        // again instead of erasing its entry.
+        // SAFETY: `d.n` is a valid, aligned u32 that only this thread touches.
+        let n = unsafe { core::sync::atomic::AtomicU32::from_ptr(&mut d.n) };
+        loop {
+            let seen = n.load(core::sync::atomic::Ordering::Relaxed);
+            while i < seen as usize {
+                let (addr, size, stack, family) = (d.addr[i], d.size[i], d.stack[i], d.family[i]);
+                if size == DEFERRED_FREE {
+                    record::internal_free(addr);
+                } else {
+                    // SAFETY: this thread's own state.
+                    let t = unsafe { &mut *thread::current() };
+                    record::on_alloc(t, addr, size, family, stack);
+                }
+                i += 1;
+            }
+            if n.compare_exchange(
+                seen,
+                0,
+                core::sync::atomic::Ordering::Relaxed,
+                core::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+            {
+                DEFERRED_ANYWHERE.fetch_sub(seen, core::sync::atomic::Ordering::Relaxed);
+                break;
+            }
+        }
+    });
+}
+
+/// An allocation made while this thread is already in the tracer: the tracer's own (`may_wait`: internal,
+/// uncounted) or a signal handler's inside a hook (the program's: traced, applied when the hook finishes).
+#[inline(always)]
+fn internal_alloc(p: *mut c_void, size: usize, may_wait: bool, family: u8) {
+    if may_wait {
+        record::on_internal_alloc(p as u64, size as u64, true);
+    } else {
+        let stack = record::stack_id(record::alloc_depth());
+        defer(p as u64, size as u64, stack, family);
+    }
+}
+
+/// A free made while this thread is already in the tracer. Inside a hook it is queued like the allocations, so
+/// that a block a handler allocates and frees is applied in that order.
+fn internal_free(p: *mut c_void, may_wait: bool) {
+    if may_wait {
+        record::internal_free(p as u64);
+    } else {
+        defer(p as u64, DEFERRED_FREE, 0, 0);
     }
 }
 
@@ -66,18 +181,20 @@ fn traced_alloc(
         Mode::Internal(may_wait) => {
             let p = alloc(real_fns());
             if !p.is_null() {
-                record::on_internal_alloc(p as u64, size as u64, may_wait);
+                internal_alloc(p, size, may_wait, fam);
             }
             p
         }
         Mode::Traced(t) => {
-            t.busy = 1;
+            t.busy = thread::BUSY_REAL;
             let p = alloc(real_fns());
+            t.busy = thread::BUSY_HOOK;
             if !p.is_null() && record::wants_entry(t, size as u64) {
                 let stack = record::stack_id(record::alloc_depth());
                 guarded(|| record::on_alloc(t, p as u64, size as u64, fam, stack));
             }
             t.busy = 0;
+            apply_deferred();
             p
         }
     }
@@ -92,14 +209,7 @@ fn traced_free(p: *mut c_void, how: FreeFn) -> bool {
     match mode() {
         Mode::Early => false,
         Mode::Internal(may_wait) => {
-            let shard = crate::table::shard_of(p as u64);
-            if let Some(mut s) = if may_wait {
-                Some(shard.lock())
-            } else {
-                shard.try_lock()
-            } {
-                s.remove(p as u64);
-            }
+            internal_free(p, may_wait);
             true
         }
         Mode::Traced(t) => {
@@ -110,6 +220,7 @@ fn traced_free(p: *mut c_void, how: FreeFn) -> bool {
             let stack = record::stack_id(record::free_depth());
             let s = guarded(|| record::on_free(t, p as u64, how, stack));
             t.busy = 0;
+            apply_deferred();
             !matches!(s, Settle::Rejected)
         }
     }
@@ -147,15 +258,19 @@ pub extern "C" fn calloc(n: usize, m: usize) -> *mut c_void {
     };
     match mode() {
         Mode::Traced(t) => {
-            t.busy = 1;
+            t.busy = thread::BUSY_REAL;
             // SAFETY: forwarding to the real calloc.
             let p = unsafe { (real_fns().calloc)(n, m) };
-            if !p.is_null() && record::wants_entry(t, total as u64) {
-                let stack = record::stack_id(record::alloc_depth());
-                let size = record::tracer_share_removed(total as u64, m, stack);
-                guarded(|| record::on_alloc(t, p as u64, size, family::MALLOC, stack));
+            t.busy = thread::BUSY_HOOK;
+            if !p.is_null() {
+                let size = record::tracer_share_removed(total as u64, m);
+                if record::wants_entry(t, size) {
+                    let stack = record::stack_id(record::alloc_depth());
+                    guarded(|| record::on_alloc(t, p as u64, size, family::MALLOC, stack));
+                }
             }
             t.busy = 0;
+            apply_deferred();
             p
         }
         // SAFETY: forwarding to the real calloc (the arena is zeroed memory).
@@ -191,17 +306,10 @@ fn realloc_common(
     match mode() {
         Mode::Early => core::ptr::null_mut(),
         Mode::Internal(may_wait) => {
-            let shard = crate::table::shard_of(p as u64);
-            if let Some(mut s) = if may_wait {
-                Some(shard.lock())
-            } else {
-                shard.try_lock()
-            } {
-                s.remove(p as u64);
-            }
+            internal_free(p, may_wait);
             let q = call(real_fns());
             if !q.is_null() {
-                record::on_internal_alloc(q as u64, size as u64, may_wait);
+                internal_alloc(q, size, may_wait, family::MALLOC);
             }
             q
         }
@@ -215,7 +323,9 @@ fn realloc_common(
                     core::ptr::null_mut()
                 }
                 Settle::Live(old) => {
+                    t.busy = thread::BUSY_REAL;
                     let q = call(real_fns());
+                    t.busy = thread::BUSY_HOOK;
                     if !q.is_null() {
                         let stack = record::stack_id(record::alloc_depth());
                         guarded(|| {
@@ -227,7 +337,9 @@ fn realloc_common(
                     q
                 }
                 Settle::Unknown => {
+                    t.busy = thread::BUSY_REAL;
                     let q = call(real_fns());
+                    t.busy = thread::BUSY_HOOK;
                     if !q.is_null() && record::wants_entry(t, size as u64) {
                         let stack = record::stack_id(record::alloc_depth());
                         guarded(|| {
@@ -238,6 +350,7 @@ fn realloc_common(
                 }
             };
             t.busy = 0;
+            apply_deferred();
             q
         }
     }

@@ -111,6 +111,7 @@ extern "C" fn fork_child() {
     PID.store(sys::getpid(), Ordering::Relaxed);
     FINAL_DONE.store(false, Ordering::Relaxed);
     dump::SNAPSHOT.store(0, Ordering::Relaxed);
+    dump::FINAL_WRITTEN.store(false, Ordering::Relaxed);
     // SAFETY: the child's only thread, its own state.
     thread::after_fork_child(unsafe { &mut *thread::current() });
     crate::snapshot::after_fork_child();

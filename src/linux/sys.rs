@@ -49,6 +49,16 @@ pub fn on_thread_exit_release(token: usize) -> bool {
     unsafe { libc::pthread_setspecific(key, token as *const libc::c_void) == 0 }
 }
 
+/// True when the process runs under a finite address-space limit (`ulimit -v`).
+pub fn address_space_limited() -> bool {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a local.
+    unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut r) == 0 && r.rlim_cur != libc::RLIM_INFINITY }
+}
+
 /// Gives the CPU to another thread.
 pub fn yield_now() {
     // SAFETY: no preconditions.

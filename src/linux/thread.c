@@ -18,3 +18,18 @@ struct hl_thread {
 static __thread struct hl_thread hl_tls __attribute__((tls_model("initial-exec")));
 
 struct hl_thread *heapledger_thread_state(void) { return &hl_tls; }
+
+/* Ledger updates that a signal handler made while this thread's interrupted hook held the shard they need
+ * (src/linux/hooks.rs: Deferred). Applied when that hook finishes. */
+struct hl_deferred {
+    uint32_t n;
+    uint32_t reserved;
+    uint64_t addr[128];
+    uint64_t size[128];
+    uint32_t stack[128];
+    uint8_t family[128];
+};
+
+static __thread struct hl_deferred hl_deferred_tls __attribute__((tls_model("initial-exec")));
+
+struct hl_deferred *heapledger_deferred(void) { return &hl_deferred_tls; }
