@@ -89,18 +89,22 @@ fn thread_alive(tid: u64) -> bool {
     unsafe { libc::access(path.as_ptr().cast(), libc::F_OK) == 0 }
 }
 
-/// A stack address of every registered thread still alive.
-fn stacks() -> impl Iterator<Item = u64> {
+/// A stack address of every registered thread, and whether the thread is still alive.
+fn stacks() -> impl Iterator<Item = (u64, bool)> {
     let n = NEXT_STACK.load(Ordering::Acquire).min(MAX_THREADS);
     STACKS[..n].iter().filter_map(|s| {
         let sp = s[0].load(Ordering::Acquire);
         let tid = s[1].load(Ordering::Relaxed);
-        (sp != 0 && thread_alive(tid)).then_some(sp)
+        (sp != 0).then(|| (sp, thread_alive(tid)))
     })
 }
 
+/// How much of the top of an exited thread's (cached) stack mapping is scanned: its thread descriptor and
+/// static TLS, which still point at the blocks glibc keeps for the next thread to reuse (the DTV).
+const DEAD_THREAD_TOP: u64 = 64 * 1024;
+
 /// Memory the scan may read: readable mappings from /proc/self/maps.
-struct Maps(Vec<(u64, u64, bool)>);
+struct Maps(Vec<(u64, u64, bool)>, Vec<(u64, u64)>);
 
 impl Maps {
     fn read() -> Maps {
@@ -124,6 +128,10 @@ impl Maps {
             }
         }
         let mut v = Vec::new();
+        // Thread stacks as glibc lays them out: an inaccessible guard mapping directly below a read-write one
+        // (malloc's arenas are the other way round: the reserved, inaccessible part lies above).
+        let mut thread_stacks = Vec::new();
+        let mut guard_end = 0u64;
         for line in data.split(|&c| c == b'\n') {
             let mut it = line.split(|&c| c == b' ');
             let (Some(range), Some(perms)) = (it.next(), it.next()) else {
@@ -134,10 +142,15 @@ impl Maps {
                 continue;
             };
             if perms.first() == Some(&b'r') {
-                v.push((lo, hi, perms.get(1) == Some(&b'w')));
+                let writable = perms.get(1) == Some(&b'w');
+                v.push((lo, hi, writable));
+                if writable && lo == guard_end {
+                    thread_stacks.push((lo, hi));
+                }
             }
+            guard_end = if perms.starts_with(b"---p") { hi } else { 0 };
         }
-        Maps(v)
+        Maps(v, thread_stacks)
     }
 
     /// The parts of [lo, hi) that are readable.
@@ -229,14 +242,31 @@ pub fn roots() -> Roots {
     let regs = ENTRY_REGS.as_ptr() as u64;
     ranges.push((regs, regs + 8 * ENTRY_REGS.len() as u64));
     // Other threads: their whole stack mapping (TLS and thread descriptor sit at its top).
-    for sp in stacks() {
+    for (sp, alive) in stacks() {
         let Some(m) = maps.containing(sp) else {
             continue;
         };
-        if Some(m) == mine || ranges.contains(&m) {
+        if Some(m) == mine {
             continue;
         }
-        ranges.push(m);
+        // A live thread: its whole mapping (we do not know where its stack pointer is now). An exited one: only
+        // the top, where the descriptor glibc keeps with the cached stack lives; the rest is stale data.
+        let r = if alive {
+            m
+        } else {
+            (m.0.max(m.1.saturating_sub(DEAD_THREAD_TOP)), m.1)
+        };
+        if !ranges.contains(&r) {
+            ranges.push(r);
+        }
+    }
+    // Threads that never allocated (so never registered) and exited ones whose stacks glibc caches: the top of
+    // every mapping laid out like a thread stack holds its descriptor and static TLS (the DTV pointer, for one).
+    for &(lo, hi) in &maps.1 {
+        if Some((lo, hi)) == mine || ranges.iter().any(|r| r.0 <= lo && r.1 >= hi) {
+            continue;
+        }
+        ranges.push((lo.max(hi.saturating_sub(DEAD_THREAD_TOP)), hi));
     }
     Roots(ranges)
 }
