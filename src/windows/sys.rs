@@ -238,6 +238,12 @@ pub fn on_thread_exit_release(token: usize) -> bool {
     true
 }
 
+/// Whether the address space is limited (Linux's `ulimit -v`); Windows has no per-process equivalent that the
+/// tracer's reservations would eat into, so the full-size stack store is reserved.
+pub fn address_space_limited() -> bool {
+    false
+}
+
 /// Gives the CPU to another thread.
 pub fn yield_now() {
     // SAFETY: no preconditions.
