@@ -309,7 +309,7 @@ fn usable(p: u64) -> u64 {
     }
 }
 
-fn scan(idx: &Index, lo: u64, hi: u64, mut hit: impl FnMut(usize)) {
+fn scan_words(idx: &Index, lo: u64, hi: u64, hit: &mut impl FnMut(usize)) {
     let mut p = (lo + 7) & !7;
     while p + 8 <= hi {
         // SAFETY: [lo, hi) is readable: a clipped mapping or a live block.
@@ -318,6 +318,44 @@ fn scan(idx: &Index, lo: u64, hi: u64, mut hit: impl FnMut(usize)) {
             hit(i);
         }
         p += 8;
+    }
+}
+
+const PAGE: u64 = 4096;
+/// Ranges bigger than this are scanned page by page, skipping pages that were never touched.
+const SPARSE_SCAN: u64 = 1 << 20;
+
+/// Calls `hit` for every aligned word in [lo, hi) that points into a live block. Large ranges (a 16 GiB block
+/// the program reserved and touched a little) are read only where pages are resident: reading an untouched page
+/// would fault in zeroes, page after page, for nothing. (A page swapped out is skipped too: its pointers are
+/// missed, which can only make a block look lost, never hide a leak.)
+fn scan(idx: &Index, lo: u64, hi: u64, mut hit: impl FnMut(usize)) {
+    if hi <= lo || hi - lo <= SPARSE_SCAN {
+        scan_words(idx, lo, hi, &mut hit);
+        return;
+    }
+    let first = lo & !(PAGE - 1);
+    let mut vec = [0u8; 4096];
+    let mut base = first;
+    while base < hi {
+        let pages = ((hi - base).div_ceil(PAGE)).min(vec.len() as u64);
+        // SAFETY: mincore only reports residency of [base, base + pages * PAGE), which lies in a mapping.
+        let ok = unsafe {
+            libc::mincore(
+                base as *mut libc::c_void,
+                (pages * PAGE) as usize,
+                vec.as_mut_ptr(),
+            )
+        } == 0;
+        for k in 0..pages {
+            if ok && vec[k as usize] & 1 == 0 {
+                continue;
+            }
+            let pl = (base + k * PAGE).max(lo);
+            let ph = (base + (k + 1) * PAGE).min(hi);
+            scan_words(idx, pl, ph, &mut hit);
+        }
+        base += pages * PAGE;
     }
 }
 
