@@ -1,0 +1,3 @@
+module heapledger.test/gocgo
+
+go 1.19
