@@ -28,6 +28,10 @@ fn mode() -> Mode {
     }
     // SAFETY: the TLS block is valid for the thread's lifetime and only this thread touches it.
     let t = unsafe { &mut *thread::current() };
+    if t.busy == 0 {
+        // Updates a signal handler queued during this thread's previous hook come before anything this call does.
+        apply_deferred();
+    }
     if t.busy != 0 {
         // Inside a hook's own recording code only a signal handler can get here (the program's call: traced,
         // deferred). Inside a call to the real allocator (BUSY_REAL) it is the allocator forwarding to an
@@ -63,8 +67,11 @@ extern "C" {
     fn heapledger_deferred() -> *mut Deferred;
 }
 
-/// `size` value of a queued free.
+/// `size` value of a queued free: settle, then release to the allocator. The release waits for the ledger, so
+/// the address cannot be handed out again (to this thread or another) before its old entry is gone.
 const DEFERRED_FREE: u64 = u64::MAX;
+/// `size` value of a queued settlement whose block the allocator already released (a handler's realloc).
+const DEFERRED_SETTLE: u64 = u64::MAX - 1;
 static DEFERRED_ANYWHERE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
 fn defer(addr: u64, size: u64, stack: u32, family: u8) {
@@ -106,6 +113,10 @@ fn apply_deferred_slow() {
                 let (addr, size, stack, family) = (d.addr[i], d.size[i], d.stack[i], d.family[i]);
                 if size == DEFERRED_FREE {
                     record::internal_free(addr);
+                    // SAFETY: the handler's free, held back until its block was settled.
+                    unsafe { (real_fns().free)(addr as *mut c_void) };
+                } else if size == DEFERRED_SETTLE {
+                    record::internal_free(addr);
                 } else {
                     // SAFETY: this thread's own state.
                     let t = unsafe { &mut *thread::current() };
@@ -141,12 +152,18 @@ fn internal_alloc(p: *mut c_void, size: usize, may_wait: bool, family: u8) {
 }
 
 /// A free made while this thread is already in the tracer. Inside a hook it is queued like the allocations, so
-/// that a block a handler allocates and frees is applied in that order.
-fn internal_free(p: *mut c_void, may_wait: bool) {
+/// that a block a handler allocates and frees is applied in that order, and (`release_later`) the block itself
+/// is released only then. Returns whether the caller should release the block now.
+fn internal_free(p: *mut c_void, may_wait: bool, release_later: bool) -> bool {
     if may_wait {
         record::internal_free(p as u64);
-    } else {
+        true
+    } else if release_later {
         defer(p as u64, DEFERRED_FREE, 0, 0);
+        false
+    } else {
+        defer(p as u64, DEFERRED_SETTLE, 0, 0);
+        true
     }
 }
 
@@ -208,10 +225,9 @@ fn traced_free(p: *mut c_void, how: FreeFn) -> bool {
     }
     match mode() {
         Mode::Early => false,
-        Mode::Internal(may_wait) => {
-            internal_free(p, may_wait);
-            true
-        }
+        // Released now, as without the tracer: holding it back changes what the allocator does next (a handler
+        // that frees and mallocs the same size would reach the arena, not its lock-free cache).
+        Mode::Internal(may_wait) => internal_free(p, may_wait, false),
         Mode::Traced(t) => {
             if record::unsampled_free(t, p as u64) {
                 return true;
@@ -306,7 +322,7 @@ fn realloc_common(
     match mode() {
         Mode::Early => core::ptr::null_mut(),
         Mode::Internal(may_wait) => {
-            internal_free(p, may_wait);
+            internal_free(p, may_wait, false);
             let q = call(real_fns());
             if !q.is_null() {
                 internal_alloc(q, size, may_wait, family::MALLOC);
