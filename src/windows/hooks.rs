@@ -657,6 +657,7 @@ unsafe extern "system" fn hook_alloc(heap: usize, flags: u32, size: usize) -> *m
         }
         Mode::Traced(t) => {
             t.base.busy = crate::thread::BUSY_HOOK;
+            // SAFETY: forwarding the caller's arguments to the original (detoured) function.
             let p = unsafe { orig(heap, flags, size) };
             if !p.is_null() {
                 let e = sys::errno();
@@ -694,6 +695,7 @@ unsafe extern "system" fn hook_free(heap: usize, flags: u32, p: *mut c_void) -> 
             let e = sys::errno();
             if !judged(p) {
                 sys::set_errno(e);
+                // SAFETY: forwarding the caller's arguments to the original (detoured) function.
                 let r = unsafe { orig(heap, flags, p) };
                 t.base.busy = 0;
                 return (r != 0) as u32;
@@ -711,14 +713,17 @@ unsafe extern "system" fn hook_free(heap: usize, flags: u32, p: *mut c_void) -> 
                 }
                 Settle::Unknown => {
                     sys::set_errno(e);
+                    // SAFETY: forwarding the caller's arguments to the original (detoured) function.
                     (unsafe { orig(heap, flags, p) } != 0) as u32
                 }
                 Settle::Live(b) => {
                     let a = judge(t, &b, Releaser::HeapFree(heap), stack);
                     sys::set_errno(e);
                     match a {
+                        // SAFETY: forwarding the caller's arguments to the original (detoured) function.
                         Action::Pass => (unsafe { orig(heap, flags, p) } != 0) as u32,
                         _ => {
+                            // SAFETY: releasing the block through its own heap or runtime.
                             unsafe { release_via(&a, flags, p) };
                             sys::set_errno(e);
                             1
@@ -748,6 +753,7 @@ unsafe extern "system" fn hook_realloc(
             if !p.is_null() {
                 forget(p);
             }
+            // SAFETY: forwarding the caller's arguments to the original (detoured) function.
             let q = unsafe { orig(heap, flags, p, size) };
             let e = sys::errno();
             internal_alloc(q, size);
@@ -759,6 +765,7 @@ unsafe extern "system" fn hook_realloc(
             let e = sys::errno();
             if p.is_null() || !judged(p) {
                 sys::set_errno(e);
+                // SAFETY: forwarding the caller's arguments to the original (detoured) function.
                 let q = unsafe { orig(heap, flags, p, size) };
                 if !q.is_null() {
                     let e2 = sys::errno();
@@ -788,15 +795,18 @@ unsafe extern "system" fn hook_realloc(
                 }
                 Settle::Unknown => {
                     sys::set_errno(e);
+                    // SAFETY: forwarding the caller's arguments to the original (detoured) function.
                     (unsafe { orig(heap, flags, p, size) }, None, None)
                 }
                 Settle::Live(b) => {
                     let a = judge(t, &b, Releaser::HeapReAlloc(heap), free_stack);
                     sys::set_errno(e);
                     match a {
+                        // SAFETY: forwarding the caller's arguments to the original (detoured) function.
                         Action::Pass => (unsafe { orig(heap, flags, p, size) }, None, Some(b)),
                         // The block stays with its owner (a heap, or a runtime's heap): so does its family.
                         Action::Heap(h) => (
+                            // SAFETY: forwarding the caller's arguments to the original (detoured) function.
                             unsafe { orig(h, flags, p, size) },
                             Some(b.family()),
                             Some(b),
