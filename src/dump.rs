@@ -527,70 +527,43 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
     out.raw(b"],\n");
 
     let err_counts = errors::counts();
-    out.key("totals");
-    out.raw(b"{");
-    out.key("allocations");
-    out.num(totals.allocations);
-    out.raw(b",");
-    out.key("frees");
-    out.num(totals.frees);
-    out.raw(b",");
-    out.key("bytes_allocated");
-    out.num(totals.bytes_allocated);
-    out.raw(b",");
-    out.key("bytes_freed");
-    out.num(totals.bytes_freed);
-    out.raw(b"},\n");
-    out.key("live");
-    out.raw(b"{");
-    out.key("blocks");
-    out.num(live_blocks);
-    out.raw(b",");
-    out.key("bytes");
-    out.num(live_bytes);
-    out.raw(b"},\n");
-    out.key("error_counts");
-    out.raw(b"{");
-    for (i, name) in errors::KIND_NAMES.iter().enumerate() {
-        if i > 0 {
-            out.raw(b",");
-        }
-        out.key(name);
-        out.num(err_counts[i]);
-    }
-    out.raw(b"},\n");
-    out.key("tracer");
-    out.raw(b"{");
-    let tracer_fields: [(&str, u64); 8] = [
-        ("lost_blocks", table::LOST.load(Ordering::Relaxed)),
-        ("lost_stacks", intern::LOST.load(Ordering::Relaxed)),
-        ("lost_errors", errors::LOST.load(Ordering::Relaxed)),
-        (
-            "truncated_stacks",
-            intern::TRUNCATED.load(Ordering::Relaxed),
-        ),
-        (
-            "memory_bytes",
-            crate::heap::MAPPED.load(Ordering::Relaxed) as u64,
-        ),
-        (
-            "unwind_cache_misses",
-            crate::stack::MISSES.load(Ordering::Relaxed),
-        ),
-        (
-            "heap_failures",
-            crate::heap::FAILURES.load(Ordering::Relaxed) as u64,
-        ),
-        ("max_pause_ns", MAX_PAUSE_NS.load(Ordering::Relaxed)),
-    ];
-    for (i, (k, v)) in tracer_fields.iter().enumerate() {
-        if i > 0 {
-            out.raw(b",");
-        }
-        out.key(k);
-        out.num(*v);
-    }
-    out.raw(b"},\n");
+    out.object(
+        "totals",
+        &[
+            ("allocations", totals.allocations),
+            ("frees", totals.frees),
+            ("bytes_allocated", totals.bytes_allocated),
+            ("bytes_freed", totals.bytes_freed),
+        ],
+    );
+    out.object("live", &[("blocks", live_blocks), ("bytes", live_bytes)]);
+    let kinds: [(&str, u64); 4] = core::array::from_fn(|i| (errors::KIND_NAMES[i], err_counts[i]));
+    out.object("error_counts", &kinds);
+    out.object(
+        "tracer",
+        &[
+            ("lost_blocks", table::LOST.load(Ordering::Relaxed)),
+            ("lost_stacks", intern::LOST.load(Ordering::Relaxed)),
+            ("lost_errors", errors::LOST.load(Ordering::Relaxed)),
+            (
+                "truncated_stacks",
+                intern::TRUNCATED.load(Ordering::Relaxed),
+            ),
+            (
+                "memory_bytes",
+                crate::heap::MAPPED.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "unwind_cache_misses",
+                crate::stack::MISSES.load(Ordering::Relaxed),
+            ),
+            (
+                "heap_failures",
+                crate::heap::FAILURES.load(Ordering::Relaxed) as u64,
+            ),
+            ("max_pause_ns", MAX_PAUSE_NS.load(Ordering::Relaxed)),
+        ],
+    );
     let sig = CRASH_SIGNAL.load(Ordering::Acquire);
     if reason == Reason::Crash && sig != 0 {
         out.key("crash");

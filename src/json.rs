@@ -86,6 +86,20 @@ impl Out {
         self.raw(b"\":");
     }
 
+    /// `"key":{"k1":v1,...},` followed by a newline: a flat object of numbers.
+    pub fn object(&mut self, key: &str, fields: &[(&str, u64)]) {
+        self.key(key);
+        self.raw(b"{");
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if i > 0 {
+                self.raw(b",");
+            }
+            self.key(k);
+            self.num(*v);
+        }
+        self.raw(b"},\n");
+    }
+
     /// Lowercase hex digits, as a JSON string.
     pub fn hex(&mut self, b: &[u8]) {
         const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -239,13 +239,13 @@ pub fn on_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) -> Set
                 counters::freed(t, 0);
                 return Settle::Unknown;
             }
-            classify_bad_free(t, p, how, free_stack)
+            classify_bad_free(t, p, how)
         }
     }
 }
 
 #[cold]
-fn classify_bad_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) -> Settle {
+fn classify_bad_free(t: &mut ThreadState, p: u64, how: FreeFn) -> Settle {
     let freed = table::shard_of(p).lock().find_freed(p);
     // The bad call itself deserves the full depth, not the shorter free-stack depth.
     let stack = stack_id(
@@ -253,7 +253,6 @@ fn classify_bad_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) 
             .load(Ordering::Relaxed)
             .max(config::FREE_DEPTH.load(Ordering::Relaxed)),
     );
-    let _ = free_stack;
     let tid = thread::tid(t);
     let mut e = Error {
         kind: Kind::InvalidFree,
