@@ -1060,8 +1060,6 @@ fn fork_exec_of_a_setuid_program() {
 /// balance and lose nothing, and the handler's leaks must be in the dump — all of them, except those made while
 /// the thread was inside the real allocator (recorded as internal: a known limit, docs/design.md).
 #[test]
-#[ignore = "known issue (docs/reliability.md): in a few % of runs a block the handler freed inside a hook is \
-            reused before its settlement is applied, and a later realloc of the new block is rejected"]
 fn signals_handler_allocates_while_main_is_in_malloc() {
     let prog = compile("stress/signal_alloc.c", &[]);
     // The interleavings differ from run to run: several runs per iteration.

@@ -67,11 +67,10 @@ extern "C" {
     fn heapledger_deferred() -> *mut Deferred;
 }
 
-/// `size` value of a queued free: settle, then release to the allocator. The release waits for the ledger, so
-/// the address cannot be handed out again (to this thread or another) before its old entry is gone.
-const DEFERRED_FREE: u64 = u64::MAX;
-/// `size` value of a queued settlement whose block the allocator already released (a handler's realloc).
-const DEFERRED_SETTLE: u64 = u64::MAX - 1;
+/// `size` value of a queued free: the handler has already released the block (holding it back changes what
+/// glibc does next and made the program's handler re-enter the arena), so the ledger must catch up before this
+/// thread can be handed the address again: see [`enter_real`].
+const DEFERRED_SETTLE: u64 = u64::MAX;
 static DEFERRED_ANYWHERE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
 fn defer(addr: u64, size: u64, stack: u32, family: u8) {
@@ -90,53 +89,70 @@ fn defer(addr: u64, size: u64, stack: u32, family: u8) {
     }
 }
 
+/// Applies this thread's queue at the end of a hook (or the start of the next one); leaves `busy` as it was.
 #[inline(always)]
 fn apply_deferred() {
     if DEFERRED_ANYWHERE.load(core::sync::atomic::Ordering::Relaxed) != 0 {
-        apply_deferred_slow();
+        // SAFETY: the calling thread's own state.
+        let was = unsafe { (*thread::current()).busy };
+        apply_deferred_slow(was);
     }
 }
 
+/// Sets `busy = BUSY_REAL` for a call to the real allocator, with this thread's queue empty.
+///
+/// Why: a handler that frees a block while this hook records has already released it, and the real call we are
+/// about to make may return that very address. Were its queued settlement applied after the new block's entry,
+/// it would erase it (the program's next free of the block would be rejected). With the queue empty, a handler
+/// that runs inside the real call is `BUSY_REAL` and updates the ledger at once, in order.
+#[inline(always)]
+fn enter_real(t: &mut ThreadState) {
+    if DEFERRED_ANYWHERE.load(core::sync::atomic::Ordering::Relaxed) != 0 {
+        apply_deferred_slow(thread::BUSY_REAL);
+    }
+    t.busy = thread::BUSY_REAL;
+}
+
+/// Applies the queue in order and leaves `busy == after`.
+///
+/// `busy` is switched to `after` before the queue is reset, with one compare-and-swap: a handler that arrives
+/// while `busy` is still `BUSY_HOOK` queues, the swap fails and we go round again; one that arrives after the
+/// switch finds every queued entry applied. When `after` is 0 the switch comes after the reset instead: a handler
+/// then is traced and would re-apply entries not yet reset.
 #[cold]
-fn apply_deferred_slow() {
-    thread::with_busy(thread::BUSY_HOOK, || {
-        // SAFETY: this thread's own TLS block.
-        let d = unsafe { &mut *heapledger_deferred() };
-        let mut i = 0;
-        // Reset with one atomic instruction: a handler that appended after the loop made n != i, and we go round
-        // again instead of erasing its entry.
-        // SAFETY: `d.n` is a valid, aligned u32 that only this thread touches.
-        let n = unsafe { core::sync::atomic::AtomicU32::from_ptr(&mut d.n) };
-        loop {
-            let seen = n.load(core::sync::atomic::Ordering::Relaxed);
-            while i < seen as usize {
-                let (addr, size, stack, family) = (d.addr[i], d.size[i], d.stack[i], d.family[i]);
-                if size == DEFERRED_FREE {
-                    record::internal_free(addr);
-                    // SAFETY: the handler's free, held back until its block was settled.
-                    unsafe { (real_fns().free)(addr as *mut c_void) };
-                } else if size == DEFERRED_SETTLE {
-                    record::internal_free(addr);
-                } else {
-                    // SAFETY: this thread's own state.
-                    let t = unsafe { &mut *thread::current() };
-                    record::on_alloc(t, addr, size, family, stack);
-                }
-                i += 1;
+fn apply_deferred_slow(after: u32) {
+    use core::sync::atomic::Ordering::Relaxed;
+    let t = thread::current();
+    // SAFETY: this thread's own TLS block.
+    let d = unsafe { &mut *heapledger_deferred() };
+    // SAFETY: `d.n` is a valid, aligned u32 that only this thread (and its handlers) touches.
+    let n = unsafe { core::sync::atomic::AtomicU32::from_ptr(&mut d.n) };
+    let mut i = 0;
+    loop {
+        // SAFETY: the calling thread's own state (re-read: the callees below take it too).
+        unsafe { (*t).busy = thread::BUSY_HOOK };
+        let seen = n.load(Relaxed);
+        while i < seen as usize {
+            let (addr, size, stack, family) = (d.addr[i], d.size[i], d.stack[i], d.family[i]);
+            if size == DEFERRED_SETTLE {
+                record::internal_free(addr);
+            } else {
+                // SAFETY: this thread's own state.
+                record::on_alloc(unsafe { &mut *t }, addr, size, family, stack);
             }
-            if n.compare_exchange(
-                seen,
-                0,
-                core::sync::atomic::Ordering::Relaxed,
-                core::sync::atomic::Ordering::Relaxed,
-            )
-            .is_ok()
-            {
-                DEFERRED_ANYWHERE.fetch_sub(seen, core::sync::atomic::Ordering::Relaxed);
-                break;
-            }
+            i += 1;
         }
-    });
+        if after != 0 {
+            // SAFETY: as above.
+            unsafe { (*t).busy = after };
+        }
+        if n.compare_exchange(seen, 0, Relaxed, Relaxed).is_ok() {
+            DEFERRED_ANYWHERE.fetch_sub(seen, Relaxed);
+            // SAFETY: as above.
+            unsafe { (*t).busy = after };
+            return;
+        }
+    }
 }
 
 /// An allocation made while this thread is already in the tracer: the tracer's own (`may_wait`: internal,
@@ -152,18 +168,12 @@ fn internal_alloc(p: *mut c_void, size: usize, may_wait: bool, family: u8) {
 }
 
 /// A free made while this thread is already in the tracer. Inside a hook it is queued like the allocations, so
-/// that a block a handler allocates and frees is applied in that order, and (`release_later`) the block itself
-/// is released only then. Returns whether the caller should release the block now.
-fn internal_free(p: *mut c_void, may_wait: bool, release_later: bool) -> bool {
+/// that a block a handler allocates and frees is applied in that order; the block itself is released now.
+fn internal_free(p: *mut c_void, may_wait: bool) {
     if may_wait {
         record::internal_free(p as u64);
-        true
-    } else if release_later {
-        defer(p as u64, DEFERRED_FREE, 0, 0);
-        false
     } else {
         defer(p as u64, DEFERRED_SETTLE, 0, 0);
-        true
     }
 }
 
@@ -203,7 +213,7 @@ fn traced_alloc(
             p
         }
         Mode::Traced(t) => {
-            t.busy = thread::BUSY_REAL;
+            enter_real(t);
             let p = alloc(real_fns());
             t.busy = thread::BUSY_HOOK;
             if !p.is_null() && record::wants_entry(t, size as u64) {
@@ -227,7 +237,10 @@ fn traced_free(p: *mut c_void, how: FreeFn) -> bool {
         Mode::Early => false,
         // Released now, as without the tracer: holding it back changes what the allocator does next (a handler
         // that frees and mallocs the same size would reach the arena, not its lock-free cache).
-        Mode::Internal(may_wait) => internal_free(p, may_wait, false),
+        Mode::Internal(may_wait) => {
+            internal_free(p, may_wait);
+            true
+        }
         Mode::Traced(t) => {
             if record::unsampled_free(t, p as u64) {
                 return true;
@@ -274,7 +287,7 @@ pub extern "C" fn calloc(n: usize, m: usize) -> *mut c_void {
     };
     match mode() {
         Mode::Traced(t) => {
-            t.busy = thread::BUSY_REAL;
+            enter_real(t);
             // SAFETY: forwarding to the real calloc.
             let p = unsafe { (real_fns().calloc)(n, m) };
             t.busy = thread::BUSY_HOOK;
@@ -322,7 +335,7 @@ fn realloc_common(
     match mode() {
         Mode::Early => core::ptr::null_mut(),
         Mode::Internal(may_wait) => {
-            internal_free(p, may_wait, false);
+            internal_free(p, may_wait);
             let q = call(real_fns());
             if !q.is_null() {
                 internal_alloc(q, size, may_wait, family::MALLOC);
@@ -339,7 +352,7 @@ fn realloc_common(
                     core::ptr::null_mut()
                 }
                 Settle::Live(old) => {
-                    t.busy = thread::BUSY_REAL;
+                    enter_real(t);
                     let q = call(real_fns());
                     t.busy = thread::BUSY_HOOK;
                     if !q.is_null() {
@@ -353,7 +366,7 @@ fn realloc_common(
                     q
                 }
                 Settle::Unknown => {
-                    t.busy = thread::BUSY_REAL;
+                    enter_real(t);
                     let q = call(real_fns());
                     t.busy = thread::BUSY_HOOK;
                     if !q.is_null() && record::wants_entry(t, size as u64) {
