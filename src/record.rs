@@ -26,11 +26,11 @@ pub fn stack_id(depth: u32) -> u32 {
     let depth = (depth as usize).min(config::MAX_DEPTH);
     // SAFETY: walk writes frames [0, len) before they are read; the rest is never read.
     let frames = unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u64>(), depth) };
-    let w = stack::walk(frames);
+    let (w, id) = stack::walk_with(frames, Some(intern::intern));
     if w.truncated {
         intern::TRUNCATED.fetch_add(1, Ordering::Relaxed);
     }
-    intern::intern(&frames[..w.len])
+    id
 }
 
 /// Draws the next sampling distance: exponential with mean `mean` bytes (Poisson process over bytes).

@@ -27,6 +27,12 @@ pub struct ThreadState {
     /// The family override applies only to an allocation of exactly this size (not, say, to the exception
     /// object that the C++ runtime allocates when it throws `bad_alloc`).
     pub override_size: u64,
+    /// The unwinder's memory of this thread's recent walks (Linux: mapped on first use; 1 once released).
+    pub memos: u64,
+    /// Non-zero while a stack walk uses `memos` (a signal handler's walk then leaves them alone).
+    pub memo_busy: u32,
+    /// Padding (mirrors the C struct).
+    pub reserved: u32,
 }
 
 /// The calling thread's state. Never null, never allocates.

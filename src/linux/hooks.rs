@@ -61,7 +61,8 @@ struct Deferred {
     family: [u8; DEFER_MAX],
 }
 
-const DEFER_MAX: usize = 128;
+// A handler runs a few allocations at most while one hook is interrupted; past this they are counted as lost.
+const DEFER_MAX: usize = 32;
 
 extern "C" {
     fn heapledger_deferred() -> *mut Deferred;

@@ -7,7 +7,12 @@
 //! A warm frame then costs a hash, two loads and one read of the stack. Cache misses look the address up with
 //! glibc's lock-free `_dl_find_object` (no loader lock, safe inside malloc) and evaluate the FDE with gimli.
 //! Signal frames (`__restore_rt`) are recognised by their code bytes, as libgcc does, and unwound through the
-//! `ucontext` the kernel pushed. Unloading a library (`dlclose`) bumps a generation that invalidates the cache.
+//! `ucontext` the kernel pushed; frames realigned through a pointer (GCC's DRAP: CFA = `*(rbp + k)`) have a rule
+//! of their own. Unloading a library (`dlclose`) bumps a generation that invalidates the cache.
+//!
+//! On top of the rule cache, each thread remembers its last walks (one per first frame, see "memory of recent
+//! walks" below): a walk that reaches a frame of a remembered one re-reads the stack words that walk read
+//! instead of unwinding again, and an identical stack reuses the remembered stack id (no interning).
 
 use crate::real;
 use core::arch::asm;
@@ -17,6 +22,9 @@ use core::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 const KIND_NORMAL: u64 = 1;
 const KIND_STOP: u64 = 2;
 const KIND_SIGRETURN: u64 = 3;
+/// CFA = `*(rbp + offset)` (a realigned frame); the caller's rbp at `cfa + off` (rbp kind 1) or at the frame's own
+/// `rbp + off` (rbp kind 2).
+const KIND_DEREF_CFA: u64 = 4;
 const STOP: u64 = KIND_STOP;
 
 const CACHE_BITS: u32 = 16;
@@ -192,35 +200,303 @@ pub struct Walk {
     pub truncated: bool,
 }
 
+// ---- memory of recent walks ------------------------------------------------------------------------------------
+//
+// Consecutive allocations share most of their stack: the same `main`, event loop, request handler. Unwinding those
+// frames again is a chain of dependent loads (return address → rule → next frame) per frame. Instead each thread
+// remembers its last few walks, level by level: the state after each frame (CFA, return address, rbp) and which
+// stack words the walk read to get there. When the current walk reaches a state that a remembered walk also
+// reached (same CFA, same return address, same rbp where the rest depends on it), the rest of that walk is
+// identical provided the stack words it read still hold the same values: those are re-read (independent loads,
+// in parallel) instead of unwound, and its frames are copied. If a word differs (the program returned and called
+// something else), the walk simply goes on unwinding. The words re-read are return-address and saved-rbp slots
+// above the current frame on this thread's own stack, the same words an unwind would read.
+
+/// Remembered walks per thread, one per first frame (the call site of malloc or free), replaced in turn.
+const MEMOS: usize = 8;
+/// Levels (frames unwound) a remembered walk can hold; deeper walks are not remembered.
+const MEMO_LEVELS: usize = 36;
+/// A walk that found its remembered one after at most this many levels is not remembered itself.
+const MEMO_RECORD_AFTER: usize = 2;
+/// Checks of remembered frames that may fail in one walk before it stops trying (each costs a pass over them).
+const MEMO_TRIES: u32 = 2;
+
+/// `meta` bits of a level.
+const M_RESTORES_BP: u32 = 1;
+const M_USES_BP: u32 = 2;
+/// The rest of the walk after this level depends on the value of rbp (some later frame's CFA is rbp-based
+/// before any frame restores rbp from the stack).
+const M_DEP_BP: u32 = 4;
+/// The level's return address is an output frame (not one of the tracer's own).
+const M_OUTPUT: u32 = 8;
+
+#[repr(C)]
+struct Memo {
+    /// Levels held; 0: empty.
+    n: u32,
+    /// The walk stopped at its depth limit after the last level (a longer walk goes on from there).
+    truncated: u8,
+    /// How the walk ended may depend on rbp after its last level.
+    end_uses_bp: u8,
+    _pad0: u16,
+    gen: u64,
+    /// Every level from this one on is an output frame (their return addresses can be copied as a block).
+    all_out_from: u32,
+    /// The interned id of this walk's frames cut at `id_depth` frames (0: none known).
+    id_depth: u32,
+    id: u32,
+    _pad: u32,
+    cfa: [u64; MEMO_LEVELS],
+    ra: [u64; MEMO_LEVELS],
+    bp: [u64; MEMO_LEVELS],
+    /// `M_*` bits; the offset of the saved-rbp slot from the CFA in the high 16 bits.
+    meta: [u32; MEMO_LEVELS],
+}
+
+/// A thread's memos: mapped at its first walk (a page-granular mapping of its own, so that initial-exec TLS,
+/// which glibc carves out of every thread's stack, stays small) and unmapped when the thread exits.
+#[repr(C)]
+struct Memos {
+    /// The memo to replace next.
+    next: u32,
+    _pad: u32,
+    /// Each memo's first frame, in one cache line: the walk looks its own up here.
+    firsts: [u64; MEMOS],
+    m: [Memo; MEMOS],
+}
+
+/// `ThreadState::memos` once they are gone (released at thread exit, or no memory): walk without them.
+const MEMOS_NONE: u64 = 1;
+static MEMO_KEY: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// This thread's memos, mapping them at the first call. `None`: the thread walks without (out of memory, or
+/// past its exit-time release).
+#[inline(always)]
+fn memos_of(t: &mut crate::thread::ThreadState) -> Option<&'static mut Memos> {
+    if t.memos > MEMOS_NONE {
+        // SAFETY: mapped by `map_memos` for this thread and only touched by it (under `memo_busy`).
+        return Some(unsafe { &mut *(t.memos as *mut Memos) });
+    }
+    if t.memos == MEMOS_NONE {
+        return None;
+    }
+    map_memos(t)
+}
+
+#[cold]
+#[inline(never)]
+fn map_memos(t: &mut crate::thread::ThreadState) -> Option<&'static mut Memos> {
+    t.memos = MEMOS_NONE;
+    // The mapping must go when the thread does: a pthread key's destructor unmaps it (no key, no memos).
+    let mut key = MEMO_KEY.load(Ordering::Acquire);
+    if key == u32::MAX {
+        let mut k: libc::pthread_key_t = 0;
+        // SAFETY: creating a key with a plain extern "C" destructor.
+        if unsafe { libc::pthread_key_create(&mut k, Some(release_memos)) } != 0 {
+            return None;
+        }
+        match MEMO_KEY.compare_exchange(u32::MAX, k, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => key = k,
+            Err(other) => {
+                // SAFETY: the key we created and nobody else uses.
+                unsafe { libc::pthread_key_delete(k) };
+                key = other;
+            }
+        }
+    }
+    let p = crate::sys::map(core::mem::size_of::<Memos>(), false);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a valid key; the value is only a marker (the destructor runs only for non-null values).
+    if unsafe { libc::pthread_setspecific(key, p.cast()) } != 0 {
+        // SAFETY: the mapping made just above, not shared.
+        unsafe { libc::munmap(p.cast(), core::mem::size_of::<Memos>()) };
+        return None;
+    }
+    t.memos = p as u64;
+    // SAFETY: a fresh, zeroed mapping of the right size.
+    Some(unsafe { &mut *(p as *mut Memos) })
+}
+
+unsafe extern "C" fn release_memos(p: *mut c_void) {
+    // SAFETY: the exiting thread's own state; `memo_busy` keeps a signal handler's walk off the mapping while it
+    // goes, and later walks on this thread (other keys' destructors) find MEMOS_NONE.
+    unsafe {
+        let t = &mut *crate::thread::current();
+        t.memo_busy = 1;
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if t.memos == p as u64 {
+            t.memos = MEMOS_NONE;
+        }
+        libc::munmap(p, core::mem::size_of::<Memos>());
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        t.memo_busy = 0;
+    }
+}
+
+/// The memo of a walk whose first frame is `ra`, or `MEMOS`.
+#[inline(always)]
+fn memo_of(memos: &Memos, ra: u64) -> usize {
+    memos.firsts.iter().position(|&f| f == ra).unwrap_or(MEMOS)
+}
+
+/// One level of the current walk, kept to be remembered.
+#[derive(Clone, Copy)]
+struct Level {
+    cfa: u64,
+    ra: u64,
+    bp: u64,
+    meta: u32,
+}
+
+/// Checks that the stack words remembered walk `m` read after level `j` still hold what they held, where the
+/// rest of the walk depends on them, and returns the rbp value after its last level (verified
+/// when the memo was cut short, the only case where it is used). `None` when a word differs.
+#[inline(always)]
+fn memo_still_valid(m: &Memo, j: usize, mut bp: u64) -> Option<u64> {
+    let mut same = true;
+    for i in j + 1..m.n as usize {
+        // SAFETY: these slots lie above the current frame on this thread's stack: the remembered walk read them
+        // from the same frames (same CFA and return address chain), and the current walk has reached level j.
+        unsafe {
+            same &= *((m.cfa[i] - 8) as *const u64) == m.ra[i];
+            // A saved rbp matters only if the rest of the walk depends on it (often it is just a callee-saved
+            // register holding the caller's data, different on every call).
+            if m.meta[i] & M_RESTORES_BP != 0 {
+                if m.meta[i] & M_DEP_BP != 0 {
+                    let off = (m.meta[i] >> 16) as u16 as i16 as i64;
+                    same &= *(m.cfa[i].wrapping_add(off as u64) as *const u64) == m.bp[i];
+                }
+                bp = m.bp[i];
+            }
+        }
+    }
+    same.then_some(bp)
+}
+
+/// Remembers the walk in `levels` in `m`.
+#[cold]
+#[inline(never)]
+fn remember(m: &mut Memo, levels: &[Level], truncated: bool, end_uses_bp: bool, gen: u64) {
+    m.n = 0;
+    // Backwards: the rest of the walk after level i depends on rbp if level i + 1 computes its CFA from rbp, or
+    // keeps rbp as it is and the rest after it depends on it. After the last level, it depends on it if the
+    // walk ended on a CFA check or was cut short (a longer walk would go on with it).
+    let mut dep = end_uses_bp || truncated;
+    let mut all_out_from = levels.len();
+    for i in (0..levels.len()).rev() {
+        let l = levels[i];
+        m.cfa[i] = l.cfa;
+        m.ra[i] = l.ra;
+        m.bp[i] = l.bp;
+        m.meta[i] = (l.meta & !M_DEP_BP) | if dep { M_DEP_BP } else { 0 };
+        dep = l.meta & M_USES_BP != 0 || (l.meta & M_RESTORES_BP == 0 && dep);
+        if l.meta & M_OUTPUT != 0 && all_out_from == i + 1 {
+            all_out_from = i;
+        }
+    }
+    m.all_out_from = all_out_from as u32;
+    m.gen = gen;
+    m.id_depth = 0;
+    m.truncated = truncated as u8;
+    m.end_uses_bp = end_uses_bp as u8;
+    m.n = levels.len() as u32;
+}
+
 /// Records the calling thread's return addresses, innermost first, skipping the tracer's own frames.
-/// Inlined into the hooks (see `record::stack_id`); contains no panic site.
+/// Contains no panic site.
 #[inline(always)]
 pub fn walk(out: &mut [u64]) -> Walk {
+    walk_with(out, None::<fn(&[u64]) -> u32>).0
+}
+
+/// Like [`walk`], and returns the id `intern` gives the frames. A stack identical to a remembered one (same
+/// frames, same depth limit) gets the id remembered with it, and `intern` is not called.
+/// Inlined into the hooks (see `record::stack_id`); contains no panic site.
+#[inline(always)]
+pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) -> (Walk, u32) {
     let mut r = capture();
     let gen = GENERATION.load(Ordering::Acquire);
+    // SAFETY: this thread's own state; `memo_busy` keeps a signal handler's walk (nested on this thread) away from
+    // the memos while we use them.
+    let t = unsafe { &mut *crate::thread::current() };
+    let nested = t.memo_busy != 0;
+    t.memo_busy = 1;
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    let memos = if nested { None } else { memos_of(t) };
+    let mut levels = core::mem::MaybeUninit::<[Level; MEMO_LEVELS]>::uninit();
+    let levels = levels.as_mut_ptr().cast::<Level>();
+    // Levels recorded; MEMO_LEVELS + 1 once the walk cannot be remembered (too deep, a signal frame).
+    let mut nl = 0usize;
+    // The memo of this walk's first frame (MEMOS: not chosen yet), whether it may still be used, and how far
+    // its levels have been passed.
+    let mut mi = MEMOS;
+    let mut first = 0;
+    let mut tries = 0;
+    let mut cur = 0usize;
+    // Levels unwound before the memo took over (usize::MAX: it did not).
+    let mut spliced_at = usize::MAX;
+    // The walk is the memo's, frame for frame, up to where one of them was cut.
+    let mut same_walk = false;
     let mut lookup = r.pc;
     let mut n = 0;
     let mut truncated = false;
+    // Whether the way this walk ended may depend on rbp (a CFA check failed, or it was cut short).
+    let mut end_uses_bp = true;
     // A hard bound against cycles in corrupt stacks.
-    for _ in 0..512 {
+    let mut steps = 0;
+    'walk: while steps < 512 {
+        steps += 1;
         let rule = rule_for(lookup, r.pc, gen);
         let kind = rule & 0xff;
+        let mut meta = 0;
         if kind == KIND_NORMAL {
-            let base = if rule & (1 << 8) != 0 { r.bp } else { r.sp };
+            let uses_bp = rule & (1 << 8) != 0;
+            let base = if uses_bp { r.bp } else { r.sp };
             let cfa = base.wrapping_add((rule >> 32) as i32 as i64 as u64);
             if cfa <= r.sp || cfa - r.sp > (1 << 24) || cfa & 7 != 0 {
                 break;
             }
             // SAFETY: cfa lies above the current sp within the thread's stack, per the CFI of this frame.
             let ra = unsafe { *((cfa - 8) as *const u64) };
+            if uses_bp {
+                meta |= M_USES_BP;
+            }
             if (rule >> 9) & 3 == 1 {
                 let off = (rule >> 16) as u16 as i16 as i64;
                 // SAFETY: the CFI says the caller's rbp was saved at this stack slot.
                 r.bp = unsafe { *(cfa.wrapping_add(off as u64) as *const u64) };
+                meta |= M_RESTORES_BP | (((off as i16 as u16) as u32) << 16);
             }
             r.sp = cfa;
             r.pc = ra;
             lookup = ra.wrapping_sub(1);
+        } else if kind == KIND_DEREF_CFA {
+            let at = r.bp.wrapping_add((rule >> 32) as i32 as i64 as u64);
+            if at < r.sp || at - r.sp > (1 << 24) || at & 7 != 0 {
+                break;
+            }
+            // SAFETY: the slot lies in this frame, above sp on the thread's stack (checked), per the CFI.
+            let cfa = unsafe { *(at as *const u64) };
+            if cfa <= r.sp || cfa - r.sp > (1 << 24) || cfa & 7 != 0 {
+                break;
+            }
+            // SAFETY: as for a normal frame.
+            let ra = unsafe { *((cfa - 8) as *const u64) };
+            let off = (rule >> 16) as u16 as i16 as i64 as u64;
+            match (rule >> 9) & 3 {
+                // SAFETY: the CFI says the caller's rbp was saved at this stack slot.
+                1 => r.bp = unsafe { *(cfa.wrapping_add(off) as *const u64) },
+                // SAFETY: as above, relative to this frame's rbp (inside the frame, below its CFA).
+                2 => r.bp = unsafe { *(r.bp.wrapping_add(off) as *const u64) },
+                _ => {}
+            }
+            r.sp = cfa;
+            r.pc = ra;
+            lookup = ra.wrapping_sub(1);
+            // The pointer slot is a word the memo check does not re-read: never remembered.
+            nl = MEMO_LEVELS + 1;
         } else if kind == KIND_SIGRETURN {
             // rt_sigframe: after the handler returns, sp points at the ucontext; gregs start at offset 40.
             let g = r.sp + 40;
@@ -232,28 +508,192 @@ pub fn walk(out: &mut [u64]) -> Walk {
             }
             // The interrupted instruction is not a return address: look it up as is.
             lookup = r.pc;
+            // Memos never span a signal frame: the ucontext is not a word the check re-reads.
+            nl = MEMO_LEVELS + 1;
+            tries = 0;
         } else {
+            // The rule of a pc does not depend on rbp: neither does this end.
+            end_uses_bp = false;
             break;
         }
         if r.pc == 0 {
+            end_uses_bp = false;
             break;
         }
-        if is_self(r.pc) {
+        if !is_self(r.pc) {
+            let Some(slot) = out.get_mut(n) else {
+                truncated = true;
+                break;
+            };
+            // Symbolizers look up `pc - 1`; an interrupted pc is stored + 1 so that they land on it.
+            *slot = if kind == KIND_SIGRETURN {
+                r.pc + 1
+            } else {
+                r.pc
+            };
+            if n == 0 {
+                first = r.pc;
+                if let Some(ms) = memos.as_deref() {
+                    mi = memo_of(ms, r.pc);
+                    if nl <= MEMO_LEVELS && mi < MEMOS && ms.m[mi].n != 0 && ms.m[mi].gen == gen {
+                        tries = MEMO_TRIES;
+                    }
+                }
+            }
+            n += 1;
+            meta |= M_OUTPUT;
+        }
+        if nl < MEMO_LEVELS {
+            // SAFETY: nl < MEMO_LEVELS, inside the buffer.
+            unsafe {
+                *levels.add(nl) = Level {
+                    cfa: r.sp,
+                    ra: r.pc,
+                    bp: r.bp,
+                    meta,
+                }
+            };
+            nl += 1;
+        } else {
+            nl = MEMO_LEVELS + 1;
+        }
+        if tries == 0 {
             continue;
         }
-        let Some(slot) = out.get_mut(n) else {
-            truncated = true;
-            break;
+        let Some(m) = memos.as_deref().and_then(|ms| ms.m.get(mi)) else {
+            continue;
         };
-        // Symbolizers look up `pc - 1`; an interrupted pc is stored + 1 so that they land on it.
-        *slot = if kind == KIND_SIGRETURN {
-            r.pc + 1
+        let mn = m.n as usize;
+        // Levels are in increasing CFA order (each frame's CFA is above the one before it).
+        while cur < mn && m.cfa[cur] < r.sp {
+            cur += 1;
+        }
+        let j = cur;
+        if j >= mn
+            || m.cfa[j] != r.sp
+            || m.ra[j] != r.pc
+            || (m.meta[j] & M_DEP_BP != 0 && m.bp[j] != r.bp)
+        {
+            continue;
+        }
+        let Some(bp) = memo_still_valid(m, j, r.bp) else {
+            tries -= 1;
+            continue;
+        };
+        // The rest of the walk is the remembered one's: copy its frames (and its levels, if this walk is to be
+        // remembered in its place).
+        spliced_at = nl;
+        // Same frames below the match too.
+        same_walk = nl == j + 1
+            && (0..j).all(|i| {
+                // SAFETY: i < nl, written above.
+                let l = unsafe { *levels.add(i) };
+                l.ra == m.ra[i] && (l.meta ^ m.meta[i]) & M_OUTPUT == 0
+            });
+        let keep = nl <= MEMO_LEVELS && (nl > MEMO_RECORD_AFTER || m.truncated != 0);
+        let from = j + 1;
+        let mut last = mn; // levels [from, last) taken over
+        if from >= m.all_out_from as usize {
+            let room = out.len() - n;
+            if mn - from > room {
+                last = from + room;
+                truncated = true;
+            }
+            out[n..n + (last - from)].copy_from_slice(&m.ra[from..last]);
+            n += last - from;
         } else {
-            r.pc
-        };
-        n += 1;
+            for i in from..mn {
+                if m.meta[i] & M_OUTPUT != 0 {
+                    let Some(slot) = out.get_mut(n) else {
+                        last = i;
+                        truncated = true;
+                        break;
+                    };
+                    *slot = m.ra[i];
+                    n += 1;
+                }
+            }
+        }
+        if keep {
+            for i in from..last {
+                if nl < MEMO_LEVELS {
+                    // SAFETY: as above.
+                    unsafe {
+                        *levels.add(nl) = Level {
+                            cfa: m.cfa[i],
+                            ra: m.ra[i],
+                            bp: m.bp[i],
+                            meta: m.meta[i],
+                        }
+                    };
+                    nl += 1;
+                } else {
+                    nl = MEMO_LEVELS + 1;
+                }
+            }
+        }
+        if truncated || m.truncated == 0 {
+            end_uses_bp = truncated || m.end_uses_bp != 0;
+            break 'walk;
+        }
+        same_walk = false;
+        // The remembered walk was cut at its depth limit and this one has room: go on unwinding from its end, and
+        // remember this longer walk in its place.
+        spliced_at = usize::MAX;
+        r.sp = m.cfa[mn - 1];
+        r.pc = m.ra[mn - 1];
+        r.bp = bp;
+        lookup = r.pc.wrapping_sub(1);
+        tries = 0;
     }
-    Walk { len: n, truncated }
+    let w = Walk { len: n, truncated };
+    let Some(ms) = memos else {
+        let id = intern.map_or(0, |f| f(&out[..n]));
+        if !nested {
+            core::sync::atomic::compiler_fence(Ordering::SeqCst);
+            t.memo_busy = 0;
+        }
+        return (w, id);
+    };
+    let depth = out.len() as u32;
+    let has_id = intern.is_some();
+    let mut id = 0;
+    if let Some(f) = intern {
+        // same_walk is only set when memo `mi` was matched.
+        id = match ms.m.get_mut(mi) {
+            Some(m) if same_walk => {
+                if m.id_depth != depth {
+                    m.id = f(&out[..n]);
+                    m.id_depth = depth;
+                }
+                m.id
+            }
+            _ => f(&out[..n]),
+        };
+    }
+    if n > 0
+        && nl <= MEMO_LEVELS
+        && !same_walk
+        && (spliced_at == usize::MAX || spliced_at > MEMO_RECORD_AFTER)
+    {
+        if mi >= MEMOS {
+            mi = ms.next as usize % MEMOS;
+            ms.next = (mi as u32 + 1) % MEMOS as u32;
+        }
+        // SAFETY: levels [0, nl) were written above.
+        let recorded = unsafe { core::slice::from_raw_parts(levels, nl) };
+        if let (Some(f), Some(m)) = (ms.firsts.get_mut(mi), ms.m.get_mut(mi)) {
+            *f = first;
+            remember(m, recorded, truncated, end_uses_bp, gen);
+            if has_id {
+                m.id = id;
+                m.id_depth = depth;
+            }
+        }
+    }
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    t.memo_busy = 0;
+    (w, id)
 }
 
 #[inline(always)]
@@ -309,6 +749,39 @@ fn rule_slow(lookup: u64, pc: u64) -> u64 {
         }
     }
     STOP
+}
+
+/// Decodes a DWARF expression of the form `DW_OP_breg6 k` (`rbp + k`; `false`) or `DW_OP_breg6 k; DW_OP_deref`
+/// (`*(rbp + k)`; `true`).
+fn rbp_plus(bytes: &[u8]) -> Option<(i64, bool)> {
+    const DW_OP_BREG6: u8 = 0x76;
+    const DW_OP_DEREF: u8 = 0x06;
+    let (&op, mut rest) = bytes.split_first()?;
+    if op != DW_OP_BREG6 {
+        return None;
+    }
+    // SLEB128.
+    let (mut k, mut shift) = (0i64, 0u32);
+    loop {
+        let (&b, r) = rest.split_first()?;
+        rest = r;
+        if shift >= 63 {
+            return None;
+        }
+        k |= i64::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            if shift < 64 && b & 0x40 != 0 {
+                k |= -1i64 << shift;
+            }
+            break;
+        }
+    }
+    match rest {
+        [] => Some((k, false)),
+        [DW_OP_DEREF] => Some((k, true)),
+        _ => None,
+    }
 }
 
 /// gimli's unwind state kept in line on the stack: no heap allocation on a cache miss, so the unwinder cannot
@@ -367,9 +840,19 @@ fn eval_fde(lookup: u64, obj: &real::DlFindObject) -> u64 {
     ) else {
         return STOP;
     };
-    let (cfa_reg, cfa_off) = match row.cfa() {
-        CfaRule::RegisterAndOffset { register, offset } if *register == RSP => (0u64, *offset),
-        CfaRule::RegisterAndOffset { register, offset } if *register == RBP => (1u64, *offset),
+    // GCC's stack realignment through a pointer (DRAP, for over-aligned locals) gives the CFA as an expression,
+    // `*(rbp + k)`, and the caller's rbp as saved at `rbp + k2`: the two expression forms modelled here.
+    let (kind, cfa_reg, cfa_off) = match row.cfa() {
+        CfaRule::RegisterAndOffset { register, offset } if *register == RSP => {
+            (KIND_NORMAL, 0u64, *offset)
+        }
+        CfaRule::RegisterAndOffset { register, offset } if *register == RBP => {
+            (KIND_NORMAL, 1u64, *offset)
+        }
+        CfaRule::Expression(e) => match e.get(&eh_frame).ok().and_then(|e| rbp_plus(e.0.slice())) {
+            Some((k, true)) => (KIND_DEREF_CFA, 0, k),
+            _ => return STOP,
+        },
         _ => return STOP,
     };
     match row.register(RA) {
@@ -385,10 +868,18 @@ fn eval_fde(lookup: u64, obj: &real::DlFindObject) -> u64 {
             Err(_) => return STOP,
         },
         RegisterRule::Undefined | RegisterRule::SameValue => (0, 0),
+        RegisterRule::Expression(e) => {
+            match e.get(&eh_frame).ok().and_then(|e| rbp_plus(e.0.slice())) {
+                Some((k, false)) => match i16::try_from(k) {
+                    Ok(o) => (2u64, o),
+                    Err(_) => return STOP,
+                },
+                _ => return STOP,
+            }
+        }
         _ => return STOP,
     };
-    KIND_NORMAL
-        | (cfa_reg << 8)
+    kind | (cfa_reg << 8)
         | (rbp_kind << 9)
         | ((rbp_off as u16 as u64) << 16)
         | ((cfa_off as u32 as u64) << 32)

@@ -13,6 +13,9 @@ struct hl_thread {
     uint32_t family_override; /* +1: the family of the next recorded allocation (operator new's slow path) */
     uint64_t rng;           /* xorshift state for sampling */
     uint64_t override_size; /* the family override applies to an allocation of exactly this size */
+    uint64_t memos;         /* the unwinder's memory of recent walks (mmap'd on first use; 1: none any more) */
+    uint32_t memo_busy;     /* non-zero while a walk uses it */
+    uint32_t reserved;
 };
 
 static __thread struct hl_thread hl_tls __attribute__((tls_model("initial-exec")));
@@ -24,12 +27,13 @@ struct hl_thread *heapledger_thread_state(void) { return &hl_tls; }
 struct hl_deferred {
     uint32_t n;
     uint32_t reserved;
-    uint64_t addr[128];
-    uint64_t size[128];
-    uint32_t stack[128];
-    uint8_t family[128];
+    uint64_t addr[32];
+    uint64_t size[32];
+    uint32_t stack[32];
+    uint8_t family[32];
 };
 
 static __thread struct hl_deferred hl_deferred_tls __attribute__((tls_model("initial-exec")));
 
 struct hl_deferred *heapledger_deferred(void) { return &hl_deferred_tls; }
+

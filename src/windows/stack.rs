@@ -263,6 +263,15 @@ fn rule_for(pc: u64, innermost: bool, gen: u64) -> u64 {
 
 const EXTRA: usize = 24;
 
+/// Like [`walk`], and returns the id `intern` gives the frames (the Linux unwinder can skip `intern` for a stack
+/// it remembers; this one always calls it).
+#[inline(always)]
+pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) -> (Walk, u32) {
+    let w = walk(out);
+    let id = intern.map_or(0, |f| f(&out[..w.len]));
+    (w, id)
+}
+
 /// Records the calling thread's return addresses, innermost first, without the tracer's frames (nor the
 /// kernel32/kernelbase wrappers right above them).
 #[inline(never)]
