@@ -242,15 +242,43 @@ struct Memo {
     gen: u64,
     /// Every level from this one on is an output frame (their return addresses can be copied as a block).
     all_out_from: u32,
-    /// The interned id of this walk's frames cut at `id_depth` frames (0: none known).
-    id_depth: u32,
-    id: u32,
-    _pad: u32,
+    /// The stack words to re-read, in level order: each level's return-address slot, and its saved-rbp slot
+    /// where the rest of the walk depends on rbp; `check_from[i]` is the first check of level `i`.
+    check_addr: [u64; 2 * MEMO_LEVELS],
+    check_val: [u64; 2 * MEMO_LEVELS],
+    check_from: [u8; MEMO_LEVELS + 1],
+    /// The last level that restores rbp (-1: none) and the value: rbp after the memo's last level.
+    last_restore: i32,
+    last_bp: u64,
+    /// Stack ids of walks that this memo completed, by what they walked before it (replaced in turn).
+    ids: [IdEntry; MEMO_IDS],
+    ids_next: u32,
     cfa: [u64; MEMO_LEVELS],
     ra: [u64; MEMO_LEVELS],
     bp: [u64; MEMO_LEVELS],
     /// `M_*` bits; the offset of the saved-rbp slot from the CFA in the high 16 bits.
     meta: [u32; MEMO_LEVELS],
+}
+
+/// Stack ids remembered per memo.
+const MEMO_IDS: usize = 8;
+/// Levels a walk may unwind itself before a memo completes it, for its stack id to be remembered.
+const ID_INNER: usize = 3;
+
+/// The stack id of a walk that unwound `nl` levels itself (return addresses `ras`), the last of them level `j` of
+/// the memo, which supplied the rest; cut at `depth` frames. Those facts fix every frame of the stack.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct IdEntry {
+    /// `nl | j << 8 | depth << 16` (0: empty; `nl` is never 0 in a used entry).
+    tag: u32,
+    id: u32,
+    ras: [u64; ID_INNER],
+}
+
+#[inline(always)]
+fn id_tag(nl: usize, j: usize, depth: u32) -> u32 {
+    nl as u32 | (j as u32) << 8 | depth << 16
 }
 
 /// A thread's memos: mapped at its first walk (a page-granular mapping of its own, so that initial-exec TLS,
@@ -354,25 +382,20 @@ struct Level {
 /// rest of the walk depends on them, and returns the rbp value after its last level (verified
 /// when the memo was cut short, the only case where it is used). `None` when a word differs.
 #[inline(always)]
-fn memo_still_valid(m: &Memo, j: usize, mut bp: u64) -> Option<u64> {
+fn memo_still_valid(m: &Memo, j: usize, bp: u64) -> Option<u64> {
+    let from = m.check_from.get(j + 1).map_or(0, |&c| c as usize);
+    let to = m.check_from.get(m.n as usize).map_or(0, |&c| c as usize);
     let mut same = true;
-    for i in j + 1..m.n as usize {
+    for c in from..to.min(m.check_addr.len()) {
         // SAFETY: these slots lie above the current frame on this thread's stack: the remembered walk read them
         // from the same frames (same CFA and return address chain), and the current walk has reached level j.
-        unsafe {
-            same &= *((m.cfa[i] - 8) as *const u64) == m.ra[i];
-            // A saved rbp matters only if the rest of the walk depends on it (often it is just a callee-saved
-            // register holding the caller's data, different on every call).
-            if m.meta[i] & M_RESTORES_BP != 0 {
-                if m.meta[i] & M_DEP_BP != 0 {
-                    let off = (m.meta[i] >> 16) as u16 as i16 as i64;
-                    same &= *(m.cfa[i].wrapping_add(off as u64) as *const u64) == m.bp[i];
-                }
-                bp = m.bp[i];
-            }
-        }
+        same &= unsafe { *(m.check_addr[c] as *const u64) } == m.check_val[c];
     }
-    same.then_some(bp)
+    same.then_some(if m.last_restore > j as i32 {
+        m.last_bp
+    } else {
+        bp
+    })
 }
 
 /// Remembers the walk in `levels` in `m`.
@@ -397,8 +420,32 @@ fn remember(m: &mut Memo, levels: &[Level], truncated: bool, end_uses_bp: bool, 
         }
     }
     m.all_out_from = all_out_from as u32;
+    // A saved rbp matters only if the rest of the walk depends on it (often it is just a callee-saved register
+    // holding the caller's data, different on every call): only those slots are checked.
+    let mut c = 0;
+    m.last_restore = -1;
+    for (i, l) in levels.iter().enumerate() {
+        m.check_from[i] = c as u8;
+        m.check_addr[c] = l.cfa - 8;
+        m.check_val[c] = l.ra;
+        c += 1;
+        let meta = m.meta[i];
+        if meta & M_RESTORES_BP != 0 {
+            m.last_restore = i as i32;
+            m.last_bp = l.bp;
+            if meta & M_DEP_BP != 0 {
+                let off = (meta >> 16) as u16 as i16 as i64;
+                m.check_addr[c] = l.cfa.wrapping_add(off as u64);
+                m.check_val[c] = l.bp;
+                c += 1;
+            }
+        }
+    }
+    m.check_from[levels.len()] = c as u8;
     m.gen = gen;
-    m.id_depth = 0;
+    for e in m.ids.iter_mut() {
+        e.tag = 0;
+    }
     m.truncated = truncated as u8;
     m.end_uses_bp = end_uses_bp as u8;
     m.n = levels.len() as u32;
@@ -437,8 +484,8 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
     let mut cur = 0usize;
     // Levels unwound before the memo took over (usize::MAX: it did not).
     let mut spliced_at = usize::MAX;
-    // The walk is the memo's, frame for frame, up to where one of them was cut.
-    let mut same_walk = false;
+    // The memo level that completed this walk (usize::MAX: none did, or the walk went on past its end).
+    let mut completed_at = usize::MAX;
     let mut lookup = r.pc;
     let mut n = 0;
     let mut truncated = false;
@@ -583,13 +630,7 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
         // The rest of the walk is the remembered one's: copy its frames (and its levels, if this walk is to be
         // remembered in its place).
         spliced_at = nl;
-        // Same frames below the match too.
-        same_walk = nl == j + 1
-            && (0..j).all(|i| {
-                // SAFETY: i < nl, written above.
-                let l = unsafe { *levels.add(i) };
-                l.ra == m.ra[i] && (l.meta ^ m.meta[i]) & M_OUTPUT == 0
-            });
+        completed_at = j;
         let keep = nl <= MEMO_LEVELS && (nl > MEMO_RECORD_AFTER || m.truncated != 0);
         let from = j + 1;
         let mut last = mn; // levels [from, last) taken over
@@ -636,7 +677,7 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
             end_uses_bp = truncated || m.end_uses_bp != 0;
             break 'walk;
         }
-        same_walk = false;
+        completed_at = usize::MAX;
         // The remembered walk was cut at its depth limit and this one has room: go on unwinding from its end, and
         // remember this longer walk in its place.
         spliced_at = usize::MAX;
@@ -659,23 +700,37 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
     let has_id = intern.is_some();
     let mut id = 0;
     if let Some(f) = intern {
-        // same_walk is only set when memo `mi` was matched.
-        id = match ms.m.get_mut(mi) {
-            Some(m) if same_walk => {
-                if m.id_depth != depth {
-                    m.id = f(&out[..n]);
-                    m.id_depth = depth;
-                }
-                m.id
+        // A walk completed by memo `mi` after unwinding at most ID_INNER levels itself: its id may be known.
+        let inner = spliced_at.min(MEMO_LEVELS + 1);
+        match ms.m.get_mut(mi) {
+            Some(m) if completed_at != usize::MAX && inner <= ID_INNER => {
+                // SAFETY: levels [0, inner) were written above (inner <= nl).
+                let ras = |i: usize| unsafe { (*levels.add(i)).ra };
+                let tag = id_tag(inner, completed_at, depth);
+                let key = |e: &IdEntry| e.tag == tag && (0..inner).all(|i| e.ras[i] == ras(i));
+                id = match m.ids.iter().find(|e| key(e)) {
+                    Some(e) => e.id,
+                    None => {
+                        let id = f(&out[..n]);
+                        let k = m.ids_next as usize % MEMO_IDS;
+                        m.ids_next = (k as u32 + 1) % MEMO_IDS as u32;
+                        let mut e = IdEntry {
+                            tag,
+                            id,
+                            ras: [0; ID_INNER],
+                        };
+                        for (i, r) in e.ras.iter_mut().enumerate().take(inner) {
+                            *r = ras(i);
+                        }
+                        m.ids[k] = e;
+                        id
+                    }
+                };
             }
-            _ => f(&out[..n]),
-        };
+            _ => id = f(&out[..n]),
+        }
     }
-    if n > 0
-        && nl <= MEMO_LEVELS
-        && !same_walk
-        && (spliced_at == usize::MAX || spliced_at > MEMO_RECORD_AFTER)
-    {
+    if n > 0 && nl <= MEMO_LEVELS && (spliced_at == usize::MAX || spliced_at > MEMO_RECORD_AFTER) {
         if mi >= MEMOS {
             mi = ms.next as usize % MEMOS;
             ms.next = (mi as u32 + 1) % MEMOS as u32;
@@ -685,9 +740,14 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
         if let (Some(f), Some(m)) = (ms.firsts.get_mut(mi), ms.m.get_mut(mi)) {
             *f = first;
             remember(m, recorded, truncated, end_uses_bp, gen);
+            // The same walk again will be completed by this memo at its first level.
             if has_id {
-                m.id = id;
-                m.id_depth = depth;
+                m.ids[0] = IdEntry {
+                    tag: id_tag(1, 0, depth),
+                    id,
+                    ras: [recorded[0].ra, 0, 0],
+                };
+                m.ids_next = 1;
             }
         }
     }
