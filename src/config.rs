@@ -13,6 +13,7 @@
 //! | `HEAPLEDGER_KEEP` | with `%n` in the pattern: keep only the last N periodic/signal snapshots | 0 (all) |
 //! | `HEAPLEDGER_CRASH` | 0: no crash dump on SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGABRT | 1 |
 //! | `HEAPLEDGER_REACH` | 0: skip the reachability scan at exit (leak classes stay 0, "not scanned") | 1 |
+//! | `HEAPLEDGER_WATCH` | final dump when the program ends without `exit()` (raw `exit_group`, SIGKILL): 1 always, 0 never, 2 cgo programs only | 2 |
 //!
 //! Relative output paths are made absolute against the working directory at start-up, so a program that
 //! `chdir`s (daemons do) still writes where the user looked.
@@ -41,6 +42,8 @@ pub static SIGNAL: AtomicU32 = AtomicU32::new(0);
 pub static KEEP: AtomicU32 = AtomicU32::new(0);
 /// Write a crash dump on fatal signals.
 pub static CRASH: AtomicU32 = AtomicU32::new(1);
+/// `HEAPLEDGER_WATCH`: 0 never, 1 always, 2 cgo programs (see `platform::watch`).
+pub static WATCH: AtomicU32 = AtomicU32::new(2);
 /// Classify live blocks by reachability in the final dump.
 pub static REACH: AtomicU32 = AtomicU32::new(1);
 /// Print errors as they happen.
@@ -164,6 +167,9 @@ pub fn load() {
     }
     if let Some(v) = env(c"HEAPLEDGER_CRASH").and_then(parse_u64) {
         CRASH.store(v as u32, Ordering::Relaxed);
+    }
+    if let Some(v) = env(c"HEAPLEDGER_WATCH").and_then(parse_u64) {
+        WATCH.store(v.min(2) as u32, Ordering::Relaxed);
     }
     if let Some(v) = env(c"HEAPLEDGER_REACH").and_then(parse_u64) {
         REACH.store(v as u32, Ordering::Relaxed);

@@ -29,6 +29,10 @@ pub enum Reason {
     Interval,
     /// A fatal signal.
     Crash,
+    /// The program ended with a raw `exit_group` system call (Go's runtime): written by the end watcher.
+    ExitGroup,
+    /// The program was killed by a signal no handler saw (SIGKILL): written by the end watcher.
+    Killed,
 }
 
 impl Reason {
@@ -39,6 +43,8 @@ impl Reason {
             Reason::Signal => "signal",
             Reason::Interval => "interval",
             Reason::Crash => "crash",
+            Reason::ExitGroup => "exit_group",
+            Reason::Killed => "killed",
         }
     }
 }
@@ -155,6 +161,11 @@ fn fail(path: &[u8], e: i32) -> bool {
 /// Writes a dump now. `crash` selects the async-signal-safe path (no allocation, no waiting on locks).
 /// Returns false (after one line on stderr) if the file could not be written.
 pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
+    write_for((sys::getpid(), sys::getppid()), reason, detail, crash)
+}
+
+/// [`write`] for process `pid` whose parent is `ppid` (the end watcher writes for the program it watched).
+fn write_for((pid, ppid): (u32, u32), reason: Reason, detail: &str, crash: bool) -> bool {
     let guard = if crash {
         WRITER.try_lock()
     } else {
@@ -166,13 +177,12 @@ pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
     {
         return false;
     }
-    if matches!(reason, Reason::Exit | Reason::UnderscoreExit) {
+    if !matches!(reason, Reason::Interval | Reason::Signal) {
         FINAL_WRITTEN.store(true, Ordering::Release);
     }
     if !crash {
         modules::refresh();
     }
-    let pid = sys::getpid();
     let n = SNAPSHOT.fetch_add(1, Ordering::Relaxed);
     let mut path = [0u8; PATH_MAX];
     let plen = expand(crate::config::out_pattern(), pid, n, &mut path);
@@ -194,7 +204,7 @@ pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
         Err(e) => return fail(&path[..plen], e),
     };
     out.start(fd);
-    body(&mut out, reason, detail, pid, n, crash);
+    body(&mut out, reason, detail, (pid, ppid), n, crash);
     out.flush();
     let ok = out.ok();
     let e = sys::errno();
@@ -218,6 +228,17 @@ pub fn write(reason: Reason, detail: &str, crash: bool) -> bool {
         sys::append(&mp[..=m.len()], &line[..=plen]);
     }
     true
+}
+
+/// Writes the final dump of a program that has ended (from the end watcher, `platform::watch`): every thread is
+/// gone, so a lock one of them held is released by force, and the crash path reads the ledger as it stands.
+pub fn write_after_end(pid: u32, ppid: u32, reason: Reason, detail: &str) -> bool {
+    // SAFETY: no thread of the program is left to hold these locks; the watcher is the only one running.
+    unsafe {
+        WRITER.force_unlock();
+        modules::registry().force_unlock();
+    }
+    write_for((pid, ppid), reason, detail, true)
 }
 
 /// Copies the live blocks with every shard locked at once, sorts them by address and classifies them by
@@ -341,7 +362,7 @@ fn write_block(out: &mut Out, b: &Block, class: u8, first: &mut bool) {
     out.raw(b"]");
 }
 
-fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bool) {
+fn body(out: &mut Out, reason: Reason, detail: &str, (pid, ppid): (u32, u32), n: u32, crash: bool) {
     out.raw(b"{");
     out.key("format");
     out.str(heapledger_format::FORMAT.as_bytes());
@@ -362,7 +383,7 @@ fn body(out: &mut Out, reason: Reason, detail: &str, pid: u32, n: u32, crash: bo
     out.num(pid as u64);
     out.raw(b",");
     out.key("ppid");
-    out.num(sys::getppid() as u64);
+    out.num(ppid as u64);
     out.raw(b",\n");
     let mut exe = [0u8; 4096];
     let elen = sys::exe_path(&mut exe);

@@ -42,6 +42,7 @@ mod platform {
     pub mod snapshot;
     pub mod stack;
     pub mod sys;
+    pub mod watch;
 }
 #[cfg(target_os = "linux")]
 use platform::{crash, lifecycle, modules, reach, real, snapshot, stack, sys};

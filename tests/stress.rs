@@ -1933,6 +1933,8 @@ fn lang_go_with_cgo() {
             o.dumps.len()
         );
         let d = finals[0];
+        // The Go runtime ends with a raw exit_group: the end watcher writes this dump.
+        assert_eq!(d.reason(), "exit_group", "{}", d.json["detail"]);
         assert_eq!(
             d.blocks().iter().filter(|b| b.size == 7777).count(),
             3,

@@ -81,8 +81,27 @@ pub mod reason {
     pub const CRASH: &str = "crash";
     /// API or CLI request.
     pub const REQUEST: &str = "request";
+    /// The program ended with a raw `exit_group` system call (no exit handler ran; Go's runtime does this):
+    /// written by the end watcher, blocks not classified; `detail` gives the status.
+    pub const EXIT_GROUP: &str = "exit_group";
+    /// The program was killed by a signal no handler saw (SIGKILL, the OOM killer): written by the end
+    /// watcher; `detail` names the signal.
+    pub const KILLED: &str = "killed";
     /// All of the above, in documentation order.
-    pub const ALL: [&str; 6] = [EXIT, UNDERSCORE_EXIT, SIGNAL, INTERVAL, CRASH, REQUEST];
+    pub const ALL: [&str; 8] = [
+        EXIT,
+        UNDERSCORE_EXIT,
+        SIGNAL,
+        INTERVAL,
+        CRASH,
+        REQUEST,
+        EXIT_GROUP,
+        KILLED,
+    ];
+    /// The reasons of a dump written as the process ended (the others are snapshots).
+    pub const FINAL: [&str; 5] = [EXIT, UNDERSCORE_EXIT, CRASH, EXIT_GROUP, KILLED];
+    /// The reasons whose live blocks are judged as leaks: the program ended on its own.
+    pub const LEAKS_JUDGED: [&str; 3] = [EXIT, UNDERSCORE_EXIT, EXIT_GROUP];
 }
 
 /// Reachability classes (a block's `class`).

@@ -1,4 +1,5 @@
-//! The interposed entry points: the malloc family, C++ operator new/delete, `dlclose`, `_exit`/`_Exit`.
+//! The interposed entry points: the malloc family, C++ operator new/delete, `dlclose`, `_exit`/`_Exit`, and the
+//! `exec` family (for the end watcher).
 //!
 //! Each hook decides first how to serve the call:
 //! - before the real functions are resolved (inside `dlsym`, or a constructor that ran before ours), from the
@@ -768,6 +769,75 @@ pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
     let rc = unsafe { f(handle) };
     crate::stack::invalidate();
     rc
+}
+
+// `exec` replaces the memory the end watcher (platform::watch) shares: it is stopped first, and restarted if
+// the exec fails. (execl, execle and execlp are variadic, which Rust cannot define; the watcher notices those
+// execs itself within a second.)
+
+/// Runs an exec with the end watcher stopped; `None`: the real function is missing (ENOSYS, as libc would).
+fn exec_with(call: impl FnOnce(&Real) -> Option<c_int>) -> c_int {
+    if !real::ready() && !real::ensure_init() {
+        crate::sys::set_errno(libc::ENOSYS);
+        return -1;
+    }
+    crate::platform::watch::before_exec();
+    let rc = call(real_fns()).unwrap_or_else(|| {
+        crate::sys::set_errno(libc::ENOSYS);
+        -1
+    });
+    crate::platform::watch::after_failed_exec();
+    rc
+}
+
+/// `execve(2)`.
+///
+/// # Safety
+/// As for the real function.
+#[no_mangle]
+pub unsafe extern "C" fn execve(path: real::Path, argv: real::Argv, envp: real::Argv) -> c_int {
+    // SAFETY: forwarding.
+    exec_with(|r| r.execve.map(|f| unsafe { f(path, argv, envp) }))
+}
+
+/// `execvpe(3)`.
+///
+/// # Safety
+/// As for the real function.
+#[no_mangle]
+pub unsafe extern "C" fn execvpe(file: real::Path, argv: real::Argv, envp: real::Argv) -> c_int {
+    // SAFETY: forwarding.
+    exec_with(|r| r.execvpe.map(|f| unsafe { f(file, argv, envp) }))
+}
+
+/// `execv(3)`.
+///
+/// # Safety
+/// As for the real function.
+#[no_mangle]
+pub unsafe extern "C" fn execv(path: real::Path, argv: real::Argv) -> c_int {
+    // SAFETY: forwarding.
+    exec_with(|r| r.execv.map(|f| unsafe { f(path, argv) }))
+}
+
+/// `execvp(3)`.
+///
+/// # Safety
+/// As for the real function.
+#[no_mangle]
+pub unsafe extern "C" fn execvp(file: real::Path, argv: real::Argv) -> c_int {
+    // SAFETY: forwarding.
+    exec_with(|r| r.execvp.map(|f| unsafe { f(file, argv) }))
+}
+
+/// `fexecve(3)`.
+///
+/// # Safety
+/// As for the real function.
+#[no_mangle]
+pub unsafe extern "C" fn fexecve(fd: c_int, argv: real::Argv, envp: real::Argv) -> c_int {
+    // SAFETY: forwarding.
+    exec_with(|r| r.fexecve.map(|f| unsafe { f(fd, argv, envp) }))
 }
 
 fn exit_now(code: c_int, f: Option<unsafe extern "C" fn(c_int) -> !>) -> ! {

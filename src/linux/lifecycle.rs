@@ -40,6 +40,7 @@ extern "C" fn constructor() {
         if crate::config::CRASH.load(Ordering::Relaxed) != 0 {
             crate::crash::install();
         }
+        crate::platform::watch::start();
     });
 }
 
@@ -115,4 +116,5 @@ extern "C" fn fork_child() {
     // SAFETY: the child's only thread, its own state.
     thread::after_fork_child(unsafe { &mut *thread::current() });
     crate::snapshot::after_fork_child();
+    crate::platform::watch::after_fork_child();
 }

@@ -19,6 +19,16 @@ type AlignFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
 type UsableFn = unsafe extern "C" fn(*mut c_void) -> usize;
 type DlcloseFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 type ExitFn = unsafe extern "C" fn(c_int) -> !;
+/// An exec argument or environment vector.
+pub type Argv = *const *const core::ffi::c_char;
+/// A NUL-terminated path.
+pub type Path = *const core::ffi::c_char;
+/// `execve`, `execvpe`.
+pub type ExecEnvFn = unsafe extern "C" fn(Path, Argv, Argv) -> c_int;
+/// `execv`, `execvp`.
+pub type ExecFn = unsafe extern "C" fn(Path, Argv) -> c_int;
+/// `fexecve`.
+pub type FexecFn = unsafe extern "C" fn(c_int, Argv, Argv) -> c_int;
 /// `operator new(size)` and its nothrow/aligned cousins, called only when our own allocation failed, so the
 /// C++ runtime runs the new-handler loop and throws `std::bad_alloc` through us.
 type NewFn = unsafe extern "C-unwind" fn(usize) -> *mut c_void;
@@ -74,6 +84,11 @@ pub struct Real {
     pub dlclose: Option<DlcloseFn>,
     pub exit_: Option<ExitFn>,
     pub exit_upper: Option<ExitFn>,
+    pub execve: Option<ExecEnvFn>,
+    pub execvpe: Option<ExecEnvFn>,
+    pub execv: Option<ExecFn>,
+    pub execvp: Option<ExecFn>,
+    pub fexecve: Option<FexecFn>,
     pub new: Option<NewFn>,
     pub new_array: Option<NewFn>,
     pub new_nothrow: Option<NewNothrowFn>,
@@ -167,6 +182,11 @@ pub fn ensure_init() -> bool {
             dlclose: opt!("dlclose", DlcloseFn),
             exit_: opt!("_exit", ExitFn),
             exit_upper: opt!("_Exit", ExitFn),
+            execve: opt!("execve", ExecEnvFn),
+            execvpe: opt!("execvpe", ExecEnvFn),
+            execv: opt!("execv", ExecFn),
+            execvp: opt!("execvp", ExecFn),
+            fexecve: opt!("fexecve", FexecFn),
             new: opt!("_Znwm", NewFn),
             new_array: opt!("_Znam", NewFn),
             new_nothrow: opt!("_ZnwmRKSt9nothrow_t", NewNothrowFn),

@@ -146,6 +146,12 @@ pub fn signal_name(sig: i32) -> &'static str {
         libc::SIGPROF => "SIGPROF",
         libc::SIGWINCH => "SIGWINCH",
         libc::SIGURG => "SIGURG",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGPIPE => "SIGPIPE",
         _ => "signal",
     }
 }

@@ -548,10 +548,7 @@ pub fn collect(paths: &[PathBuf], want: Want) -> Collected {
 
 /// Final dumps outrank snapshots; among equals, the later snapshot wins.
 fn dump_rank(d: &Dump) -> (u8, u64) {
-    let is_final = matches!(
-        d.reason.as_str(),
-        reason::EXIT | reason::UNDERSCORE_EXIT | reason::CRASH
-    );
+    let is_final = reason::FINAL.contains(&d.reason.as_str());
     (u8::from(is_final), d.snapshot)
 }
 
@@ -562,7 +559,7 @@ pub fn from_dump(
     symbolizer: &mut Symbolizer,
     want: Want,
 ) -> (Process, Vec<Finding>) {
-    let leaks_judged = matches!(dump.reason.as_str(), reason::EXIT | reason::UNDERSCORE_EXIT);
+    let leaks_judged = reason::LEAKS_JUDGED.contains(&dump.reason.as_str());
     let mut process = Process {
         dump: Some(path.display().to_string()),
         pid: dump.pid,
@@ -590,6 +587,11 @@ pub fn from_dump(
     }
     if leaks_judged {
         findings.extend(leak_findings(dump, symbolizer, want, &mut process));
+    } else if dump.reason == reason::KILLED && dump.live.blocks > 0 {
+        process.warnings.push(format!(
+            "the program was {}: its {} live blocks are not judged as leaks",
+            dump.detail, dump.live.blocks
+        ));
     } else if dump.reason != reason::CRASH && dump.live.blocks > 0 {
         process.warnings.push(format!(
             "this is a {} snapshot, not a final dump: its {} live blocks are not judged as leaks",

@@ -60,7 +60,7 @@ pub fn flamegraph(args: &FlamegraphArgs) -> u8 {
     let mut symbolizer: Option<Symbolizer> = None;
     let mut judged = 0usize;
     for (_, dump) in &dumps {
-        let final_dump = matches!(dump.reason.as_str(), reason::EXIT | reason::UNDERSCORE_EXIT);
+        let final_dump = reason::LEAKS_JUDGED.contains(&dump.reason.as_str());
         if !args.allocated && !final_dump {
             continue;
         }

@@ -313,10 +313,55 @@ fn preload_value(lib: &Path, existing: Option<&OsStr>) -> OsString {
 /// the dump it writes. This is what `system(3)` does. The dispositions are changed only after the spawn, so
 /// the program does not inherit "ignored".
 fn spawn_and_wait(cmd: &mut Command) -> std::io::Result<(ExitStatus, u32)> {
+    // The library's end watcher (a helper process that writes the final dump when the program ends without
+    // exit(): Go, SIGKILL) outlives the program by a moment. As a subreaper we inherit it, and wait for it.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mut child = cmd.spawn()?;
     let _guard = IgnoreInterrupts::new();
     let pid = child.id();
-    child.wait().map(|status| (status, pid))
+    let status = child.wait()?;
+    wait_for_end_watchers(std::time::Duration::from_secs(10));
+    Ok((status, pid))
+}
+
+/// Waits (up to `limit`) for the end watchers we inherited to finish writing; other inherited processes
+/// (daemons the program left behind) are not waited for.
+fn wait_for_end_watchers(limit: std::time::Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let watchers: Vec<i32> = inherited_children()
+            .into_iter()
+            .filter(|&p| {
+                std::fs::read(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.starts_with(b"heapledger-end"))
+            })
+            .collect();
+        // Reap whatever has ended (watchers and the program's orphans alike).
+        // SAFETY: waitpid with WNOHANG on our own children.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG | libc::__WALL) } > 0 {
+        }
+        if watchers.is_empty() || start.elapsed() > limit {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Our children, from `/proc/self/task/*/children`.
+fn inherited_children() -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
 }
 
 /// Ignores SIGINT/SIGQUIT for its lifetime.

@@ -65,8 +65,9 @@ pub fn write_report(out: &mut impl Write, r: &Report, options: Options) -> io::R
         r.totals.allocations, r.totals.frees, r.totals.bytes_allocated
     )?;
     let when = match r.reason.as_str() {
-        "exit" | "_exit" => "exit",
+        "exit" | "_exit" | "exit_group" => "exit",
         "crash" => "crash",
+        "killed" => "kill",
         _ => "snapshot",
     };
     writeln!(
