@@ -55,10 +55,66 @@ pub fn start() {
 }
 
 /// A cgo program exports the cgo runtime's entry points (`crosscall2` is the callback entry every cgo
-/// program links). Go binaries without cgo are static: the library is never loaded into them.
+/// program links). Go binaries without cgo are static: the library is never loaded into them. The name is
+/// looked for in the executable's dynamic string table: `dlsym` of a missing name would leave an error message
+/// malloc'd in the program's heap.
 fn is_cgo() -> bool {
-    // SAFETY: dlsym with a NUL-terminated name; the tracer is initialised (real functions resolved).
-    !unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"crosscall2".as_ptr()) }.is_null()
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: dl_iterate_phdr passes valid headers; data is our bool. The first object is the executable.
+        unsafe {
+            let info = &*info;
+            *(data as *mut bool) = dynstr_has(info, b"crosscall2");
+        }
+        1
+    }
+    let mut found = false;
+    // SAFETY: the callback reads only the headers it is given and the executable's mapped dynamic section.
+    unsafe { libc::dl_iterate_phdr(Some(first), (&mut found as *mut bool).cast()) };
+    found
+}
+
+/// Whether `name` is a string of the object's dynamic string table.
+///
+/// # Safety
+/// `info` describes a loaded object (from `dl_iterate_phdr`).
+unsafe fn dynstr_has(info: &libc::dl_phdr_info, name: &[u8]) -> bool {
+    let base = info.dlpi_addr as usize;
+    // SAFETY: dlpi_phdr has dlpi_phnum entries.
+    let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+    let Some(dynamic) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else {
+        return false;
+    };
+    // Elf64_Dyn: (d_tag, d_un) pairs of 64-bit words, ending with DT_NULL.
+    const DT_NULL: u64 = 0;
+    const DT_STRTAB: u64 = 5;
+    const DT_STRSZ: u64 = 10;
+    let (mut strtab, mut strsz) = (0usize, 0usize);
+    let mut d = (base + dynamic.p_vaddr as usize) as *const [u64; 2];
+    // SAFETY: the dynamic section is mapped and ends with DT_NULL.
+    unsafe {
+        while (*d)[0] != DT_NULL {
+            match (*d)[0] {
+                DT_STRTAB => strtab = (*d)[1] as usize,
+                DT_STRSZ => strsz = (*d)[1] as usize,
+                _ => {}
+            }
+            d = d.add(1);
+        }
+    }
+    if strtab == 0 || strsz == 0 {
+        return false;
+    }
+    // The loader relocates these entries in place in most objects; a value below the base is still an offset.
+    if strtab < base {
+        strtab += base;
+    }
+    // SAFETY: the dynamic string table is mapped for the object's lifetime.
+    let table = unsafe { core::slice::from_raw_parts(strtab as *const u8, strsz) };
+    table.split(|&b| b == 0).any(|s| s == name)
 }
 
 /// In a forked child: the parent's helper watches the parent; the child gets its own.
