@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the dump reader (fuzz/fuzz_targets/dump_reader.rs) for a bounded time.
 #
-#   scripts/fuzz.sh [SECONDS]      default 60; FUZZ_JOBS=N runs N workers (default 1)
+#   scripts/fuzz.sh [SECONDS]      default 60; FUZZ_JOBS=N runs N workers (default 1); FUZZ_RUNS=N stops after
+#                                  N inputs if that comes first (issue #9's long run: FUZZ_RUNS=10000000)
 #
 # Needs a nightly toolchain (rustup toolchain install nightly) and cargo-fuzz, which this script installs with
 # `cargo install cargo-fuzz --locked` when it is missing. The corpus is seeded with the CLI's test dump and, if
@@ -41,8 +42,11 @@ fi
 # -rss_limit_mb: a parse must not need gigabytes for a few kilobytes of input.
 root="$(pwd)"
 parallel=()
+if [ -n "${FUZZ_RUNS:-}" ]; then
+  parallel+=(-runs="$FUZZ_RUNS")
+fi
 if [ "${FUZZ_JOBS:-1}" -gt 1 ]; then
-  parallel=(-jobs="$FUZZ_JOBS" -workers="$FUZZ_JOBS")
+  parallel+=(-jobs="$FUZZ_JOBS" -workers="$FUZZ_JOBS")
 fi
 exec cargo +nightly fuzz run dump_reader "$root/$corpus" -- \
   -dict="$root/fuzz/dict/dump.dict" \

@@ -316,22 +316,7 @@ fn memos_of(t: &mut crate::thread::ThreadState) -> Option<&'static mut Memos> {
 fn map_memos(t: &mut crate::thread::ThreadState) -> Option<&'static mut Memos> {
     t.memos = MEMOS_NONE;
     // The mapping must go when the thread does: a pthread key's destructor unmaps it (no key, no memos).
-    let mut key = MEMO_KEY.load(Ordering::Acquire);
-    if key == u32::MAX {
-        let mut k: libc::pthread_key_t = 0;
-        // SAFETY: creating a key with a plain extern "C" destructor.
-        if unsafe { libc::pthread_key_create(&mut k, Some(release_memos)) } != 0 {
-            return None;
-        }
-        match MEMO_KEY.compare_exchange(u32::MAX, k, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => key = k,
-            Err(other) => {
-                // SAFETY: the key we created and nobody else uses.
-                unsafe { libc::pthread_key_delete(k) };
-                key = other;
-            }
-        }
-    }
+    let key = crate::sys::exit_key(&MEMO_KEY, release_memos)?;
     let p = crate::sys::map(core::mem::size_of::<Memos>(), false);
     if p.is_null() {
         return None;

@@ -28,25 +28,37 @@ unsafe extern "C" fn on_thread_exit(v: *mut libc::c_void) {
 /// Arranges for `crate::counters::release(token)` to run when the calling thread exits. False if it cannot be
 /// arranged (then the caller must not rely on it).
 pub fn on_thread_exit_release(token: usize) -> bool {
-    use core::sync::atomic::Ordering;
-    let mut key = EXIT_KEY.load(Ordering::Acquire);
-    if key == u32::MAX {
-        let mut k: libc::pthread_key_t = 0;
-        // SAFETY: creating a key with a plain extern "C" destructor.
-        if unsafe { libc::pthread_key_create(&mut k, Some(on_thread_exit)) } != 0 {
-            return false;
-        }
-        match EXIT_KEY.compare_exchange(u32::MAX, k, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => key = k,
-            Err(other) => {
-                // SAFETY: the key we created and nobody else uses.
-                unsafe { libc::pthread_key_delete(k) };
-                key = other;
-            }
-        }
-    }
+    let Some(key) = exit_key(&EXIT_KEY, on_thread_exit) else {
+        return false;
+    };
     // SAFETY: a valid key; the value is a small integer, not a pointer.
     unsafe { libc::pthread_setspecific(key, token as *const libc::c_void) == 0 }
+}
+
+/// The pthread key kept in `slot` (`u32::MAX`: none yet), created on first use with destructor `dtor`, which
+/// runs at the exit of every thread that set a non-null value. None if no key can be created.
+pub fn exit_key(
+    slot: &core::sync::atomic::AtomicU32,
+    dtor: unsafe extern "C" fn(*mut libc::c_void),
+) -> Option<libc::pthread_key_t> {
+    use core::sync::atomic::Ordering;
+    let key = slot.load(Ordering::Acquire);
+    if key != u32::MAX {
+        return Some(key);
+    }
+    let mut k: libc::pthread_key_t = 0;
+    // SAFETY: creating a key with a plain extern "C" destructor.
+    if unsafe { libc::pthread_key_create(&mut k, Some(dtor)) } != 0 {
+        return None;
+    }
+    match slot.compare_exchange(u32::MAX, k, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(k),
+        Err(other) => {
+            // SAFETY: the key we created and nobody else uses.
+            unsafe { libc::pthread_key_delete(k) };
+            Some(other)
+        }
+    }
 }
 
 /// True when the process runs under a finite address-space limit (`ulimit -v`).

@@ -221,6 +221,18 @@ fn sys6(n: i64, a: [usize; 6]) -> isize {
     r
 }
 
+/// Sleeps `ns` (< 1 s) nanoseconds, without errno.
+fn sleep_ns(ns: i64) {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: ns,
+    };
+    sys6(
+        libc::SYS_nanosleep,
+        [&ts as *const libc::timespec as usize, 0, 0, 0, 0, 0],
+    );
+}
+
 const SYS_PIDFD_OPEN: i64 = 434;
 const KCMP_VM: usize = 1;
 
@@ -255,14 +267,7 @@ extern "C" fn helper(arg: *mut c_void) -> c_int {
             ) == 1
         } else {
             // Without pidfds (Linux < 5.3): the helper is re-parented when the program ends.
-            let ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 100_000_000,
-            };
-            sys6(
-                libc::SYS_nanosleep,
-                [&ts as *const libc::timespec as usize, 0, 0, 0, 0, 0],
-            );
+            sleep_ns(100_000_000);
             sys6(libc::SYS_getppid, [0; 6]) as usize != pid
         }
     };
@@ -307,14 +312,7 @@ extern "C" fn helper(arg: *mut c_void) -> c_int {
             if proc_stat(pid, STAT_VSIZE).is_none_or(|v| v == 0) {
                 break;
             }
-            let ms = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 1_000_000,
-            };
-            sys6(
-                libc::SYS_nanosleep,
-                [&ms as *const libc::timespec as usize, 0, 0, 0, 0, 0],
-            );
+            sleep_ns(1_000_000);
         }
     }
     loop {
