@@ -4,9 +4,9 @@
 //! The final dump normally comes from `exit()` (the library's destructor) or the `_exit` hook. Some endings run
 //! neither: Go's runtime ends a cgo program with a raw `exit_group` system call, and SIGKILL (the OOM killer, a
 //! supervisor's timeout) stops every thread where it stands. For those, a helper is cloned with `CLONE_VM`
-//! (same memory), `CLONE_FILES` (same descriptor table: it holds no descriptor of its own) and `CLONE_FS` (same
-//! working directory), but not `CLONE_THREAD`: a process of its own, which `exit_group` does not take with it.
-//! It waits on a pidfd of the program. When the program has ended, every one of its threads is gone and the
+//! (same memory) and `CLONE_FS` (same working directory), but not `CLONE_THREAD`: a process of its own, which
+//! `exit_group` does not take with it. Nor `CLONE_FILES`: it closes its copy of the descriptor table at once,
+//! so it holds no pipe of the program's open and the program never sees its pidfd, on which it waits. When the program has ended, every one of its threads is gone and the
 //! memory (kept alive by the helper's reference) is the helper's alone: it writes the dump through the crash
 //! path (no waiting on a lock a killed thread may hold) and exits.
 //!
@@ -168,6 +168,7 @@ fn spawn() {
         STACK.store(stack, Ordering::Release);
     }
     let pid = crate::sys::getpid();
+    READY.store(0, Ordering::Release);
     WATCHED.store(pid, Ordering::Relaxed);
     WATCHED_PARENT.store(crate::sys::getppid(), Ordering::Relaxed);
     let tid = crate::sys::gettid() as i32;
@@ -197,7 +198,7 @@ fn spawn() {
         let h = libc::clone(
             helper,
             stack.add(STACK_SIZE).cast(),
-            libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_UNTRACED,
+            libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_UNTRACED,
             pid as usize as *mut c_void,
         );
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
@@ -205,8 +206,32 @@ fn spawn() {
     };
     if h > 0 {
         HELPER.store(h, Ordering::Release);
+        // Wait (a second at most) until the helper has its pidfd and has dropped its descriptors: a program that
+        // ends at once would otherwise be gone (and reaped) before the helper ran, its status lost.
+        let e = crate::sys::errno();
+        let deadline = crate::sys::monotonic_ns() + 1_000_000_000;
+        while READY.load(Ordering::Acquire) == 0 && crate::sys::monotonic_ns() < deadline {
+            let ms = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 10_000_000,
+            };
+            // SAFETY: futex wait on our own word with a timeout.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    READY.as_ptr(),
+                    libc::FUTEX_WAIT,
+                    0,
+                    &ms as *const libc::timespec,
+                );
+            }
+        }
+        crate::sys::set_errno(e);
     }
 }
+
+/// Set by the helper once it is watching (the parent waits for it in `spawn`).
+static READY: AtomicU32 = AtomicU32::new(0);
 
 /// A system call without `errno` (the helper must not write TLS while the program runs).
 #[inline(always)]
@@ -234,11 +259,19 @@ fn sleep_ns(ns: i64) {
 }
 
 const SYS_PIDFD_OPEN: i64 = 434;
+const SYS_CLOSE_RANGE: i64 = 436;
 const KCMP_VM: usize = 1;
 
 /// The helper: waits for the program to end, then writes the final dump if nothing else did.
 extern "C" fn helper(arg: *mut c_void) -> c_int {
     let pid = arg as usize;
+    // Not CLONE_FILES: the helper got a copy of the program's descriptor table, and drops every entry at once,
+    // so that it keeps no pipe open and the program never sees a descriptor of the helper's (its pidfd).
+    if sys6(SYS_CLOSE_RANGE, [0, u32::MAX as usize, 0, 0, 0, 0]) < 0 {
+        for fd in 0..4096 {
+            sys6(libc::SYS_close, [fd, 0, 0, 0, 0, 0]);
+        }
+    }
     let name = b"heapledger-end\0";
     sys6(
         libc::SYS_prctl,
@@ -253,6 +286,18 @@ extern "C" fn helper(arg: *mut c_void) -> c_int {
     );
     let me = sys6(libc::SYS_getpid, [0; 6]) as usize;
     let pidfd = sys6(SYS_PIDFD_OPEN, [pid, 0, 0, 0, 0, 0]);
+    READY.store(1, Ordering::Release);
+    sys6(
+        libc::SYS_futex,
+        [
+            READY.as_ptr() as usize,
+            libc::FUTEX_WAKE as usize,
+            1,
+            0,
+            0,
+            0,
+        ],
+    );
     // Waits up to `ms` for the end; true once the program has ended.
     let ended = |ms: usize| -> bool {
         if pidfd >= 0 {
@@ -304,9 +349,7 @@ extern "C" fn helper(arg: *mut c_void) -> c_int {
         early = proc_stat(pid, STAT_EXIT_CODE).map(|v| v as i32);
         // Exiting (the thread has dropped its address space) or exec'ing (a new one appears within moments)?
         for _ in 0..200 {
-            if proc_stat(pid, STAT_VSIZE) != Some(0)
-                && sys6(libc::SYS_kcmp, [me, pid, KCMP_VM, 0, 0, 0]) > 0
-            {
+            if moved_on(me, pid) {
                 return 0;
             }
             if proc_stat(pid, STAT_VSIZE).is_none_or(|v| v == 0) {
@@ -347,7 +390,9 @@ extern "C" fn helper(arg: *mut c_void) -> c_int {
 }
 
 /// Whether the program has exec'd (an exec the hooks did not see): a live address space that is not ours. A
-/// program whose main thread has exited shows none (the leader's) and is taken as still ours.
+/// program whose main thread has exited shows none (the leader's) and is taken as still ours. The order matters:
+/// an exiting leader drops its address space between the two reads, so "not ours" must be seen first and "there
+/// is one" after.
 fn moved_on(me: usize, pid: usize) -> bool {
     sys6(libc::SYS_kcmp, [me, pid, KCMP_VM, 0, 0, 0]) > 0
         && proc_stat(pid, STAT_VSIZE).is_some_and(|v| v > 0)
