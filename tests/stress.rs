@@ -1644,7 +1644,9 @@ fn loader_static_binary_runs_untraced_and_the_cli_says_so() {
             "the program's output passes through"
         );
         assert!(
-            cli_out.stderr.contains("statically linked"),
+            cli_out
+                .stderr
+                .contains("statically linked (no ELF interpreter)"),
             "heapledger run must say the program is statically linked: {:?}",
             cli_out.stderr
         );

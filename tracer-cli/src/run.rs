@@ -175,7 +175,7 @@ pub fn run(args: RunArgs) -> u8 {
             path,
         })
         .collect();
-    print_dumps(&dumps);
+    print_dumps(&dumps, program.as_ref());
     let code = exit_code(status, &dumps);
     match gate {
         Some(config) => {
@@ -304,6 +304,39 @@ fn preload_value(lib: &Path, existing: Option<&OsStr>) -> OsString {
         }
     }
     value
+}
+
+/// Why `program` (a path, or a name looked up in `PATH` as the spawn did) cannot be traced, if it is certain: an
+/// ELF executable without an interpreter is statically linked (the kernel starts it without the dynamic loader,
+/// which is what reads `LD_PRELOAD`); a setuid/setgid one run by another user drops `LD_PRELOAD`.
+fn untraceable(program: &OsStr) -> Option<&'static str> {
+    use std::os::unix::fs::MetadataExt;
+    let path = if program.as_bytes().contains(&b'/') {
+        PathBuf::from(program)
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())?
+    };
+    let meta = std::fs::metadata(&path).ok()?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if meta.mode() & 0o6000 != 0 && euid != 0 && meta.uid() != euid {
+        return Some(
+            "a setuid/setgid program: the loader's secure mode ignores LD_PRELOAD, no dump",
+        );
+    }
+    let data = std::fs::read(&path).ok()?;
+    let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data).ok()?;
+    use object::read::elf::ProgramHeader;
+    let has_interp = elf
+        .elf_program_headers()
+        .iter()
+        .any(|ph| ph.p_type(elf.endian()) == object::elf::PT_INTERP);
+    (!has_interp).then_some(
+        "statically linked (no ELF interpreter): the dynamic loader, which reads LD_PRELOAD, never runs, so \
+         nothing could be traced",
+    )
 }
 
 /// Spawns the program and waits for it.
@@ -494,12 +527,16 @@ pub fn summary_line(s: &Summary) -> String {
     )
 }
 
-fn print_dumps(dumps: &[WrittenDump]) {
+fn print_dumps(dumps: &[WrittenDump], program: &OsStr) {
     if dumps.is_empty() {
-        eprintln!(
-            "heapledger: 0 dump(s) written (see any messages above; a statically linked or setuid program \
-             ignores LD_PRELOAD)"
-        );
+        let why = match untraceable(program) {
+            Some(why) => format!("{}: {why}", Path::new(program).display()),
+            None => {
+                "see any messages above; a statically linked or setuid program ignores LD_PRELOAD"
+                    .into()
+            }
+        };
+        eprintln!("heapledger: 0 dump(s) written ({why})");
         return;
     }
     eprintln!("heapledger: {} dump(s) written:", dumps.len());
