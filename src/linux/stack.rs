@@ -212,12 +212,20 @@ pub struct Walk {
 // something else), the walk simply goes on unwinding. The words re-read are return-address and saved-rbp slots
 // above the current frame on this thread's own stack, the same words an unwind would read.
 
-/// Remembered walks per thread, one per first frame (the call site of malloc or free), replaced in turn.
-const MEMOS: usize = 8;
+/// Remembered walks per thread, one per key: the walk's first KEY_FRAMES frames (a malloc wrapper such as
+/// `sqlite3Malloc` or `xmalloc` makes the first frame alone the same for every allocation of a program).
+const MEMOS: usize = 16;
+/// Output frames that choose a walk's memo.
+const KEY_FRAMES: usize = 2;
 /// Levels (frames unwound) a remembered walk can hold; deeper walks are not remembered.
 const MEMO_LEVELS: usize = 36;
-/// A walk that found its remembered one after at most this many levels is not remembered itself.
+/// A walk that found its remembered one at most this many levels after choosing it is not remembered itself.
 const MEMO_RECORD_AFTER: usize = 2;
+/// Keys that missed recently: a walk without a memo is remembered only when its key missed before (so that a
+/// program with many one-off stacks does not pay for remembering each).
+const RECENT_MISSES: usize = 8;
+/// Walks a memo completes late (or not at all) before one of them replaces it.
+const MEMO_MISSES: u32 = 4;
 /// Checks of remembered frames that may fail in one walk before it stops trying (each costs a pass over them).
 const MEMO_TRIES: u32 = 2;
 
@@ -253,6 +261,8 @@ struct Memo {
     /// Stack ids of walks that this memo completed, by what they walked before it (replaced in turn).
     ids: [IdEntry; MEMO_IDS],
     ids_next: u32,
+    /// Walks with this key that the memo completed late or not at all, since one it completed early.
+    misses: u32,
     cfa: [u64; MEMO_LEVELS],
     ra: [u64; MEMO_LEVELS],
     bp: [u64; MEMO_LEVELS],
@@ -263,7 +273,7 @@ struct Memo {
 /// Stack ids remembered per memo.
 const MEMO_IDS: usize = 8;
 /// Levels a walk may unwind itself before a memo completes it, for its stack id to be remembered.
-const ID_INNER: usize = 3;
+const ID_INNER: usize = 6;
 
 /// The stack id of a walk that unwound `nl` levels itself (return addresses `ras`), the last of them level `j` of
 /// the memo, which supplied the rest; cut at `depth` frames. Those facts fix every frame of the stack.
@@ -285,11 +295,16 @@ fn id_tag(nl: usize, j: usize, depth: u32) -> u32 {
 /// which glibc carves out of every thread's stack, stays small) and unmapped when the thread exits.
 #[repr(C)]
 struct Memos {
-    /// The memo to replace next.
+    /// Where the replacement clock stands.
     next: u32,
+    /// A bit per memo that completed a walk since the clock last passed it (a used memo gets a second chance).
+    used: u32,
+    /// Each memo's key, in one cache line: the walk looks its own up here.
+    keys: [u64; MEMOS],
+    /// Keys of recent walks that had no memo (ring).
+    recent: [u64; RECENT_MISSES],
+    recent_next: u32,
     _pad: u32,
-    /// Each memo's first frame, in one cache line: the walk looks its own up here.
-    firsts: [u64; MEMOS],
     m: [Memo; MEMOS],
 }
 
@@ -348,10 +363,40 @@ unsafe extern "C" fn release_memos(p: *mut c_void) {
     }
 }
 
-/// The memo of a walk whose first frame is `ra`, or `MEMOS`.
+/// The memo of a walk with key `key`, or `MEMOS`.
 #[inline(always)]
-fn memo_of(memos: &Memos, ra: u64) -> usize {
-    memos.firsts.iter().position(|&f| f == ra).unwrap_or(MEMOS)
+fn memo_of(memos: &Memos, key: u64) -> usize {
+    memos.keys.iter().position(|&k| k == key).unwrap_or(MEMOS)
+}
+
+/// The key of a walk whose first frames are `frames` (KEY_FRAMES of them). Keys may collide: a memo is only ever
+/// used after its frames were checked, so a collision costs time, not correctness.
+#[inline(always)]
+fn memo_key(frames: &[u64]) -> u64 {
+    frames.iter().fold(0u64, |h, &f| {
+        (h ^ f).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(23)
+    }) | 1
+}
+
+/// The memo a walk with key `key` and no memo may take, if it is to be remembered: only a key that missed
+/// before is admitted, and it replaces the first memo the clock finds unused since its last pass.
+#[cold]
+fn admit(ms: &mut Memos, key: u64) -> Option<usize> {
+    if !ms.recent.contains(&key) {
+        let i = ms.recent_next as usize % RECENT_MISSES;
+        ms.recent[i] = key;
+        ms.recent_next = (i as u32 + 1) % RECENT_MISSES as u32;
+        return None;
+    }
+    for _ in 0..=MEMOS {
+        let k = ms.next as usize % MEMOS;
+        ms.next = (k as u32 + 1) % MEMOS as u32;
+        if ms.used & (1 << k) == 0 {
+            return Some(k);
+        }
+        ms.used &= !(1 << k);
+    }
+    Some(ms.next as usize % MEMOS)
 }
 
 /// One level of the current walk, kept to be remembered.
@@ -431,6 +476,7 @@ fn remember(m: &mut Memo, levels: &[Level], truncated: bool, end_uses_bp: bool, 
     for e in m.ids.iter_mut() {
         e.tag = 0;
     }
+    m.misses = 0;
     m.truncated = truncated as u8;
     m.end_uses_bp = end_uses_bp as u8;
     m.n = levels.len() as u32;
@@ -464,7 +510,9 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
     // The memo of this walk's first frame (MEMOS: not chosen yet), whether it may still be used, and how far
     // its levels have been passed.
     let mut mi = MEMOS;
-    let mut first = 0;
+    // The walk's key, and the levels it had walked when it chose its memo.
+    let mut key = 0;
+    let mut chosen_at = 0;
     let mut tries = 0;
     let mut cur = 0usize;
     // Levels unwound before the memo took over (usize::MAX: it did not).
@@ -563,17 +611,18 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
             } else {
                 r.pc
             };
-            if n == 0 {
-                first = r.pc;
+            n += 1;
+            meta |= M_OUTPUT;
+            if n == KEY_FRAMES {
+                key = memo_key(&out[..KEY_FRAMES]);
+                chosen_at = nl + 1;
                 if let Some(ms) = memos.as_deref() {
-                    mi = memo_of(ms, r.pc);
+                    mi = memo_of(ms, key);
                     if nl <= MEMO_LEVELS && mi < MEMOS && ms.m[mi].n != 0 && ms.m[mi].gen == gen {
                         tries = MEMO_TRIES;
                     }
                 }
             }
-            n += 1;
-            meta |= M_OUTPUT;
         }
         if nl < MEMO_LEVELS {
             // SAFETY: nl < MEMO_LEVELS, inside the buffer.
@@ -616,7 +665,7 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
         // remembered in its place).
         spliced_at = nl;
         completed_at = j;
-        let keep = nl <= MEMO_LEVELS && (nl > MEMO_RECORD_AFTER || m.truncated != 0);
+        let keep = nl <= MEMO_LEVELS && (nl > chosen_at + MEMO_RECORD_AFTER || m.truncated != 0);
         let from = j + 1;
         let mut last = mn; // levels [from, last) taken over
         if from >= m.all_out_from as usize {
@@ -715,23 +764,43 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
             _ => id = f(&out[..n]),
         }
     }
-    if n > 0 && nl <= MEMO_LEVELS && (spliced_at == usize::MAX || spliced_at > MEMO_RECORD_AFTER) {
-        if mi >= MEMOS {
-            mi = ms.next as usize % MEMOS;
-            ms.next = (mi as u32 + 1) % MEMOS as u32;
+    if completed_at != usize::MAX && mi < MEMOS {
+        ms.used |= 1 << mi;
+        if spliced_at <= chosen_at + MEMO_RECORD_AFTER {
+            ms.m[mi].misses = 0;
         }
+    }
+    let slot = if key == 0
+        || nl > MEMO_LEVELS
+        || (spliced_at != usize::MAX && spliced_at <= chosen_at + MEMO_RECORD_AFTER)
+    {
+        None
+    } else if mi < MEMOS {
+        // A memo whose key comes with changing stacks is replaced only every few misses: remembering costs
+        // more than one walk, and stacks that alternate would otherwise replace it every time.
+        let m = &mut ms.m[mi];
+        m.misses += 1;
+        (m.misses >= MEMO_MISSES).then_some(mi)
+    } else {
+        admit(ms, key)
+    };
+    if let Some(mi) = slot {
         // SAFETY: levels [0, nl) were written above.
         let recorded = unsafe { core::slice::from_raw_parts(levels, nl) };
-        if let (Some(f), Some(m)) = (ms.firsts.get_mut(mi), ms.m.get_mut(mi)) {
-            *f = first;
+        if let (Some(k), Some(m)) = (ms.keys.get_mut(mi), ms.m.get_mut(mi)) {
+            *k = key;
             remember(m, recorded, truncated, end_uses_bp, gen);
-            // The same walk again will be completed by this memo at its first level.
-            if has_id {
-                m.ids[0] = IdEntry {
-                    tag: id_tag(1, 0, depth),
+            // The same walk again will be completed by this memo as soon as it chooses it.
+            if has_id && chosen_at <= ID_INNER {
+                let mut e = IdEntry {
+                    tag: id_tag(chosen_at, chosen_at - 1, depth),
                     id,
-                    ras: [recorded[0].ra, 0, 0],
+                    ras: [0; ID_INNER],
                 };
+                for (r, l) in e.ras.iter_mut().zip(recorded.iter()).take(chosen_at) {
+                    *r = l.ra;
+                }
+                m.ids[0] = e;
                 m.ids_next = 1;
             }
         }
