@@ -54,6 +54,11 @@ static WRITER: SpinLock<Out> = SpinLock::new(Out::new());
 /// The end-of-process dump has been (or is being) written: no more snapshots.
 pub static FINAL_WRITTEN: core::sync::atomic::AtomicBool =
     core::sync::atomic::AtomicBool::new(false);
+/// The temporary file being written, NUL-terminated (length 0: none). Only the holder of `WRITER` sets it; after
+/// the program has ended, the end watcher removes a file a killed thread was still writing.
+static mut PARTIAL: [u8; PATH_MAX + 1] = [0; PATH_MAX + 1];
+static PARTIAL_LEN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
 /// `%n`: dumps written by this process so far.
 pub static SNAPSHOT: AtomicU32 = AtomicU32::new(0);
 /// CLOCK_REALTIME at initialisation.
@@ -203,20 +208,26 @@ fn write_for((pid, ppid): (u32, u32), reason: Reason, detail: &str, crash: bool)
         Ok(fd) => fd,
         Err(e) => return fail(&path[..plen], e),
     };
+    // SAFETY: only the holder of WRITER (us) writes PARTIAL; the end watcher reads it when no thread is left.
+    unsafe { (&mut *core::ptr::addr_of_mut!(PARTIAL))[..=tlen].copy_from_slice(&tmp[..=tlen]) };
+    PARTIAL_LEN.store(tlen + 1, Ordering::Release);
     out.start(fd);
     body(&mut out, reason, detail, (pid, ppid), n, crash);
     out.flush();
     let ok = out.ok();
     let e = sys::errno();
     sys::close(fd);
-    if !ok {
+    let renamed = if ok {
+        sys::rename(&tmp[..=tlen], &path[..=plen])
+    } else {
+        Err(e)
+    };
+    if let Err(e) = renamed {
         sys::remove(&tmp[..=tlen]);
+        PARTIAL_LEN.store(0, Ordering::Release);
         return fail(&path[..plen], e);
     }
-    if let Err(e) = sys::rename(&tmp[..=tlen], &path[..=plen]) {
-        sys::remove(&tmp[..=tlen]);
-        return fail(&path[..plen], e);
-    }
+    PARTIAL_LEN.store(0, Ordering::Release);
     rotate(reason, pid, n);
     let m = crate::config::manifest();
     if !m.is_empty() {
@@ -237,6 +248,12 @@ pub fn write_after_end(pid: u32, ppid: u32, reason: Reason, detail: &str) -> boo
     unsafe {
         WRITER.force_unlock();
         modules::registry().force_unlock();
+    }
+    // A snapshot cut short by the end (Go's exit_group while the snapshot thread wrote) leaves its temporary file.
+    let partial = PARTIAL_LEN.swap(0, Ordering::AcqRel);
+    if partial > 0 {
+        // SAFETY: as above; the writer that set it is gone.
+        sys::remove(unsafe { &(&*core::ptr::addr_of!(PARTIAL))[..partial] });
     }
     write_for((pid, ppid), reason, detail, true)
 }

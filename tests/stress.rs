@@ -277,6 +277,8 @@ struct Case {
     env: Vec<(OsString, OsString)>,
     rlimit_as: Option<u64>,
     compare_stderr: bool,
+    /// The final dump comes from the end watcher, which writes after the program has ended: wait for it.
+    final_from_watcher: bool,
 }
 
 impl Case {
@@ -288,6 +290,7 @@ impl Case {
             env: Vec::new(),
             rlimit_as: None,
             compare_stderr: true,
+            final_from_watcher: false,
         }
     }
 
@@ -317,6 +320,11 @@ impl Case {
         self
     }
 
+    fn final_from_watcher(mut self) -> Case {
+        self.final_from_watcher = true;
+        self
+    }
+
     fn command(&self, traced_into: Option<&Path>, cwd: &Path) -> Command {
         let mut cmd = match traced_into {
             Some(dir) => traced_command(&self.prog, dir),
@@ -330,6 +338,29 @@ impl Case {
             limit_address_space(&mut cmd, b);
         }
         cmd
+    }
+}
+
+/// Waits (5 s at most) until the end watcher has written: a final dump is there and no temporary file is.
+fn await_watcher(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let writing = names.iter().any(|n| n.contains(".tmp."));
+        let finished = names.iter().filter(|n| n.ends_with(".json")).any(|n| {
+            std::fs::read_to_string(dir.join(n))
+                .is_ok_and(|t| !t.contains("\"reason\":\"interval\""))
+        });
+        if finished && !writing {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -363,6 +394,9 @@ fn compare(case: &Case, scratch: &Scratch) -> Outcome {
             "{}: stderr differs under the tracer",
             case.name
         );
+    }
+    if case.final_from_watcher {
+        await_watcher(&dir);
     }
     assert_no_leftovers(&dir);
     Outcome {
@@ -1914,6 +1948,7 @@ fn lang_go_with_cgo() {
         // process is not seen.
         let o = compare(
             &Case::new(format!("lang/go-cgo #{i}"), &exe)
+                .final_from_watcher()
                 .env("HEAPLEDGER_INTERVAL", "0.01")
                 .env("HEAPLEDGER_OUT", scratch.dump_dir().join("d.%p.%n.json")),
             &scratch,
