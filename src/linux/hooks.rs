@@ -63,7 +63,7 @@ struct Deferred {
 }
 
 // A handler runs a few allocations at most while one hook is interrupted; past this they are counted as lost.
-const DEFER_MAX: usize = 32;
+const DEFER_MAX: usize = 128;
 
 extern "C" {
     fn heapledger_deferred() -> *mut Deferred;

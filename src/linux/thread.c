@@ -27,10 +27,10 @@ struct hl_thread *heapledger_thread_state(void) { return &hl_tls; }
 struct hl_deferred {
     uint32_t n;
     uint32_t reserved;
-    uint64_t addr[32];
-    uint64_t size[32];
-    uint32_t stack[32];
-    uint8_t family[32];
+    uint64_t addr[128];
+    uint64_t size[128];
+    uint32_t stack[128];
+    uint8_t family[128];
 };
 
 static __thread struct hl_deferred hl_deferred_tls __attribute__((tls_model("initial-exec")));
