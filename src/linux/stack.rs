@@ -291,10 +291,12 @@ fn id_tag(nl: usize, j: usize, depth: u32) -> u32 {
     nl as u32 | (j as u32) << 8 | depth << 16
 }
 
-/// A thread's memos: mapped at its first walk (a page-granular mapping of its own, so that initial-exec TLS,
-/// which glibc carves out of every thread's stack, stays small) and unmapped when the thread exits.
+/// A thread's memos: mapped at its first walk (a mapping of its own, so that initial-exec TLS, which glibc carves
+/// out of every thread's stack, stays small) and handed to a later thread when this one exits.
 #[repr(C)]
 struct Memos {
+    /// Next block on the free list (see `FREE_MEMOS`).
+    next_free: u64,
     /// Where the replacement clock stands.
     next: u32,
     /// A bit per memo that completed a walk since the clock last passed it (a used memo gets a second chance).
@@ -330,21 +332,75 @@ fn memos_of(t: &mut crate::thread::ThreadState) -> Option<&'static mut Memos> {
 #[inline(never)]
 fn map_memos(t: &mut crate::thread::ThreadState) -> Option<&'static mut Memos> {
     t.memos = MEMOS_NONE;
-    // The mapping must go when the thread does: a pthread key's destructor unmaps it (no key, no memos).
+    // The block must go back when the thread does: a pthread key's destructor returns it (no key, no memos).
     let key = crate::sys::exit_key(&MEMO_KEY, release_memos)?;
-    let p = crate::sys::map(core::mem::size_of::<Memos>(), false);
+    let p = match pop_free_memos() {
+        Some(p) => p,
+        None => crate::sys::map(core::mem::size_of::<Memos>(), false).cast::<Memos>(),
+    };
     if p.is_null() {
         return None;
     }
     // SAFETY: a valid key; the value is only a marker (the destructor runs only for non-null values).
     if unsafe { libc::pthread_setspecific(key, p.cast()) } != 0 {
-        // SAFETY: the mapping made just above, not shared.
-        unsafe { libc::munmap(p.cast(), core::mem::size_of::<Memos>()) };
+        push_free_memos(p);
         return None;
     }
     t.memos = p as u64;
-    // SAFETY: a fresh, zeroed mapping of the right size.
-    Some(unsafe { &mut *(p as *mut Memos) })
+    // SAFETY: a block of ours (fresh and zeroed, or reset by pop_free_memos), owned by this thread from now on.
+    Some(unsafe { &mut *p })
+}
+
+/// Blocks of exited threads, for the next threads: a Treiber stack whose head carries a 16-bit tag against ABA
+/// (user addresses fit in 48 bits). Blocks are never unmapped — thread churn would otherwise pay an mmap, page
+/// faults and a munmap (with its TLB shootdown on every core) per thread — so reading a popped block's link is
+/// always safe, and a stale read only fails the compare-and-swap.
+static FREE_MEMOS: AtomicU64 = AtomicU64::new(0);
+const PTR_MASK: u64 = (1 << 48) - 1;
+
+fn push_free_memos(p: *mut Memos) {
+    let mut head = FREE_MEMOS.load(Ordering::Acquire);
+    loop {
+        // SAFETY: the block is ours until the swap publishes it.
+        unsafe { (*p).next_free = head & PTR_MASK };
+        let new = ((head >> 48).wrapping_add(1) << 48) | (p as u64 & PTR_MASK);
+        match FREE_MEMOS.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return,
+            Err(h) => head = h,
+        }
+    }
+}
+
+fn pop_free_memos() -> Option<*mut Memos> {
+    let mut head = FREE_MEMOS.load(Ordering::Acquire);
+    loop {
+        let p = (head & PTR_MASK) as *mut Memos;
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: blocks stay mapped forever; if another thread took this one meanwhile, the tag makes the swap
+        // below fail and the value read here is discarded.
+        let next = unsafe { core::ptr::read_volatile(&(*p).next_free) };
+        let new = ((head >> 48).wrapping_add(1) << 48) | (next & PTR_MASK);
+        match FREE_MEMOS.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                // SAFETY: the block is ours now. Forget the previous thread's walks (its stack is gone).
+                unsafe {
+                    let m = &mut *p;
+                    m.next = 0;
+                    m.used = 0;
+                    m.keys = [0; MEMOS];
+                    m.recent = [0; RECENT_MISSES];
+                    m.recent_next = 0;
+                    for memo in m.m.iter_mut() {
+                        memo.n = 0;
+                    }
+                }
+                return Some(p);
+            }
+            Err(h) => head = h,
+        }
+    }
 }
 
 unsafe extern "C" fn release_memos(p: *mut c_void) {
@@ -357,7 +413,7 @@ unsafe extern "C" fn release_memos(p: *mut c_void) {
         if t.memos == p as u64 {
             t.memos = MEMOS_NONE;
         }
-        libc::munmap(p, core::mem::size_of::<Memos>());
+        push_free_memos(p.cast());
         core::sync::atomic::compiler_fence(Ordering::SeqCst);
         t.memo_busy = 0;
     }
