@@ -18,6 +18,7 @@ mod run;
 #[path = "windows.rs"]
 mod run;
 mod sarif;
+mod summary;
 mod suppress;
 mod symbolize;
 mod trend;

@@ -16,9 +16,10 @@ use std::io::ErrorKind;
 use std::os::windows::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use heapledger_format::{ErrorCounts, ErrorKind as BadFree, LoadError};
+use heapledger_format::LoadError;
 
 use crate::exit;
+use crate::summary::{summarise, summary_line, Summary};
 
 /// Name of the DLL looked for next to `heapledger.exe`.
 pub const LIBRARY_NAME: &str = "heapledger.dll";
@@ -61,23 +62,6 @@ pub struct RunArgs {
     /// The program to run, and its arguments (put `--` before them if they start with `-`).
     #[arg(required = true, trailing_var_arg = true, value_name = "PROG")]
     pub command: Vec<OsString>,
-}
-
-/// The numbers `run` prints per dump.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// Process id.
-    pub pid: u64,
-    /// Why the dump was written.
-    pub reason: String,
-    /// Reason detail.
-    pub detail: String,
-    /// Live blocks.
-    pub live_blocks: u64,
-    /// Live bytes.
-    pub live_bytes: u64,
-    /// Exact error counts.
-    pub errors: ErrorCounts,
 }
 
 /// Runs `heapledger run` and returns the process exit code.
@@ -596,40 +580,6 @@ impl Drop for Manifest {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-fn summarise(d: &heapledger_format::Dump) -> Summary {
-    Summary {
-        pid: d.pid,
-        reason: d.reason.clone(),
-        detail: d.detail.clone(),
-        live_blocks: d.live.blocks,
-        live_bytes: d.live.bytes,
-        errors: d.error_counts,
-    }
-}
-
-/// One line per dump: `pid N, reason: X live blocks (Y bytes), errors`.
-pub fn summary_line(s: &Summary) -> String {
-    let reason = if s.detail.is_empty() {
-        s.reason.clone()
-    } else {
-        format!("{} ({})", s.reason, s.detail)
-    };
-    let errors: Vec<String> = BadFree::ALL
-        .iter()
-        .filter(|&&k| s.errors.get(k) > 0)
-        .map(|&k| format!("{} {}", s.errors.get(k), k.name()))
-        .collect();
-    let errors = if errors.is_empty() {
-        "no errors".to_owned()
-    } else {
-        format!("errors: {}", errors.join(", "))
-    };
-    format!(
-        "pid {}, {reason}: {} live blocks ({} bytes), {errors}",
-        s.pid, s.live_blocks, s.live_bytes
-    )
 }
 
 fn print_dumps(dumps: &[(PathBuf, Result<Summary, LoadError>)]) {
