@@ -286,6 +286,22 @@ pub struct Config {
 }
 
 impl Config {
+    /// The gate of `heapledger run`, checked (and its suppression files and baselines read) before the program
+    /// runs, so that a typo never costs a whole test run: None when no gate option was given, the error line
+    /// when the options are wrong.
+    pub fn for_run(a: &GateArgs) -> Result<Option<Config>, String> {
+        if !a.any_given() {
+            return Ok(None);
+        }
+        if a.format != OutputFormat::Text && a.output.is_none() {
+            return Err(format!(
+                "run --format {:?} needs --output FILE (the terminal gets the text summary)",
+                a.format
+            ));
+        }
+        Config::load(a).map(Some)
+    }
+
     /// Reads the options, suppression files and baselines; the error is one line.
     pub fn load(a: &GateArgs) -> Result<Config, String> {
         Ok(Config {

@@ -72,25 +72,12 @@ pub struct WrittenDump {
 
 /// Runs `heapledger run` and returns the process exit code.
 pub fn run(args: RunArgs) -> u8 {
-    // Gate options are checked (and suppression files and baselines read) before the program runs, so that
-    // a typo never costs a whole test run.
-    let gate = if args.gate.any_given() {
-        if args.gate.format != crate::gate::OutputFormat::Text && args.gate.output.is_none() {
-            eprintln!(
-                "heapledger: run --format {:?} needs --output FILE (the terminal gets the text summary)",
-                args.gate.format
-            );
+    let gate = match crate::gate::Config::for_run(&args.gate) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("heapledger: {e}");
             return exit::TOOL_ERROR;
         }
-        match crate::gate::Config::load(&args.gate) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("heapledger: {e}");
-                return exit::TOOL_ERROR;
-            }
-        }
-    } else {
-        None
     };
     let settings = match settings(&args) {
         Ok(s) => s,

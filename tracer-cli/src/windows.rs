@@ -66,23 +66,12 @@ pub struct RunArgs {
 
 /// Runs `heapledger run` and returns the process exit code.
 pub fn run(args: RunArgs) -> u8 {
-    let gate = if args.gate.any_given() {
-        if args.gate.format != crate::gate::OutputFormat::Text && args.gate.output.is_none() {
-            eprintln!(
-                "heapledger: run --format {:?} needs --output FILE (the terminal gets the text summary)",
-                args.gate.format
-            );
+    let gate = match crate::gate::Config::for_run(&args.gate) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("heapledger: {e}");
             return exit::TOOL_ERROR;
         }
-        match crate::gate::Config::load(&args.gate) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("heapledger: {e}");
-                return exit::TOOL_ERROR;
-            }
-        }
-    } else {
-        None
     };
     if args.signal.is_some() {
         eprintln!("heapledger: --signal is not available on Windows; use --interval for snapshots");
