@@ -391,6 +391,15 @@ fn repeated_walks_through_remembered_frames() {
     check_all_builds(RECURSE, &["repeat"], &expects);
 }
 
+/// A walk that starts where a remembered whole walk started (same hook code, same stack pointer) is answered
+/// from it only while every stack word it read holds the same value: the same chains run again and again below
+/// two callers with the same frame shape must keep their callers apart, and repeated ones must stay exact.
+#[test]
+fn walks_that_start_alike_are_told_apart_by_their_callers() {
+    let expects: Vec<Expect> = (200..248).map(|id| plain(id, "leaf")).collect();
+    check_all_builds(RECURSE, &["again"], &expects);
+}
+
 #[test]
 fn frame_whose_cfa_is_a_dwarf_expression() {
     // Only GCC's optimised build of `drap` realigns the stack through a pointer (CFA = *(rbp - 40)); the other

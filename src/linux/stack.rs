@@ -291,6 +291,199 @@ fn id_tag(nl: usize, j: usize, depth: u32) -> u32 {
     nl as u32 | (j as u32) << 8 | depth << 16
 }
 
+// ---- whole-walk cache ---------------------------------------------------------------------------------------
+//
+// Most allocations of a program come from a handful of places reached the same way each time: a loop calling
+// the same function at the same depth. There the whole walk repeats exactly: it starts at the same hook code
+// (pc) with the same stack pointer, and it reads the same stack words. A walk is a function of its starting
+// registers and of the words it reads (rules depend only on the code), so if those words still hold the values
+// a remembered walk read, the result is that walk's: its stack id is returned without unwinding a frame or
+// writing one. The words are checked in the order the walk read them and the check stops at the first
+// difference, so each word read lies where an unwind from here would read it.
+
+/// Sets of the whole-walk cache (a power of two), chosen by the walk's starting pc and sp.
+const QUICK_SETS: usize = 64;
+/// Ways per set: one pc and sp may reach several stacks (a function calling `free` from three places).
+const QUICK_WAYS: usize = 4;
+/// Stack words a cached walk may check; longer walks are not cached (the memos still serve them).
+const QUICK_CHECKS: usize = 40;
+/// `Quick::flags`: the walk was cut at the depth limit.
+const Q_TRUNCATED: u8 = 1;
+/// `Quick::flags`: the walk depends on rbp at its start.
+const Q_BP: u8 = 2;
+
+/// One remembered whole walk.
+#[repr(C)]
+struct Quick {
+    /// Starting pc (0: empty) and sp; rbp where the walk depends on it.
+    pc: u64,
+    sp: u64,
+    bp: u64,
+    gen: u64,
+    /// The walk's stack id, frame count and depth limit.
+    id: u32,
+    len: u32,
+    depth: u32,
+    flags: u8,
+    /// Words to check.
+    n: u8,
+    _pad: u16,
+    /// Each word's distance above the starting sp, and the value the walk read there.
+    off: [u32; QUICK_CHECKS],
+    val: [u64; QUICK_CHECKS],
+}
+
+#[repr(C)]
+struct QuickSet {
+    ways: [Quick; QUICK_WAYS],
+    /// A start (pc and sp) that missed here once: a second miss caches its walk (one-off walks are not cached).
+    candidate: u64,
+    /// The way the next cached walk replaces (round robin).
+    next: u32,
+    _pad: u32,
+}
+
+#[inline(always)]
+fn quick_set(pc: u64, sp: u64) -> (usize, u64) {
+    // sp's low bits vary most (frames are a few words apart): multiplying carries them into the top bits.
+    let h = ((sp >> 3) ^ pc.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h >> 58) as usize % QUICK_SETS, h | 1)
+}
+
+/// The id of a cached walk starting at `r`, with `depth` frames allowed, whose words still hold their values.
+#[inline(always)]
+fn quick_hit(ms: &Memos, r: Regs, gen: u64, depth: u32) -> Option<(Walk, u32)> {
+    let (set, _) = quick_set(r.pc, r.sp);
+    let set = ms.quick.get(set)?;
+    'ways: for q in set.ways.iter() {
+        if q.pc != r.pc
+            || q.sp != r.sp
+            || q.gen != gen
+            || q.depth != depth
+            || (q.flags & Q_BP != 0 && q.bp != r.bp)
+        {
+            continue;
+        }
+        for c in 0..(q.n as usize).min(QUICK_CHECKS) {
+            let addr = r.sp.wrapping_add(q.off[c] as u64);
+            // SAFETY: the cached walk read this word at this point of the same walk: it started from the same
+            // registers and every word it read before this one (checked above) still holds the same value, so
+            // the address is the one an unwind from here reads now, above sp on this thread's stack.
+            if unsafe { *(addr as *const u64) } != q.val[c] {
+                continue 'ways;
+            }
+        }
+        let w = Walk {
+            len: q.len as usize,
+            truncated: q.flags & Q_TRUNCATED != 0,
+        };
+        return Some((w, q.id));
+    }
+    None
+}
+
+/// Appends a check of the word at `addr` (value `val`) to `q`; false when it does not fit.
+#[inline(always)]
+fn quick_push(q: &mut Quick, sp: u64, addr: u64, val: u64) -> bool {
+    let n = q.n as usize;
+    let Some(off) = addr.checked_sub(sp).and_then(|o| u32::try_from(o).ok()) else {
+        return false;
+    };
+    match (q.off.get_mut(n), q.val.get_mut(n)) {
+        (Some(o), Some(v)) => {
+            *o = off;
+            *v = val;
+            q.n += 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// What a finished walk leaves for the whole-walk cache: where it started, the levels it unwound itself, and
+/// the memo (and its level) that completed it, if one did.
+struct Finished<'a> {
+    start: Regs,
+    gen: u64,
+    depth: u32,
+    own: &'a [Level],
+    /// The memo and level that supplied the rest of the walk.
+    tail: Option<(&'a Memo, usize)>,
+    /// The rest of the walk after the last own level depends on rbp.
+    end_uses_bp: bool,
+    /// A word read after the last level that decided how the walk ended (a zero return address, or the frame
+    /// that did not fit).
+    end_check: Option<(u64, u64)>,
+    w: &'a Walk,
+    id: u32,
+}
+
+/// Caches a finished walk if its start missed in its set before (see `QuickSet::candidate`).
+#[cold]
+#[inline(never)]
+fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], f: &Finished) {
+    let (set, tag) = quick_set(f.start.pc, f.start.sp);
+    let Some(set) = quick.get_mut(set) else {
+        return;
+    };
+    if set.candidate != tag {
+        set.candidate = tag;
+        return;
+    }
+    set.candidate = 0;
+    let way = set.next as usize % QUICK_WAYS;
+    set.next = (way as u32 + 1) % QUICK_WAYS as u32;
+    let q = &mut set.ways[way];
+    q.pc = 0;
+    q.n = 0;
+    let sp = f.start.sp;
+    // Backwards over the own levels: after level i, does the rest depend on rbp?
+    let mut dep = match f.tail {
+        Some((m, j)) => m.meta.get(j).is_some_and(|&x| x & M_DEP_BP != 0),
+        None => f.end_uses_bp,
+    };
+    let mut dep_after = [false; MEMO_LEVELS];
+    for (i, l) in f.own.iter().enumerate().rev() {
+        if let Some(d) = dep_after.get_mut(i) {
+            *d = dep;
+        }
+        dep = l.meta & M_USES_BP != 0 || (l.meta & M_RESTORES_BP == 0 && dep);
+    }
+    for (i, l) in f.own.iter().enumerate() {
+        if !quick_push(q, sp, l.cfa.wrapping_sub(8), l.ra) {
+            return;
+        }
+        if l.meta & M_RESTORES_BP != 0 && dep_after.get(i).copied().unwrap_or(true) {
+            let off = (l.meta >> 16) as u16 as i16 as i64;
+            if !quick_push(q, sp, l.cfa.wrapping_add(off as u64), l.bp) {
+                return;
+            }
+        }
+    }
+    if let Some((m, j)) = f.tail {
+        let from = m.check_from.get(j + 1).map_or(0, |&c| c as usize);
+        let to = m.check_from.get(m.n as usize).map_or(0, |&c| c as usize);
+        for c in from..to.min(m.check_addr.len()) {
+            if !quick_push(q, sp, m.check_addr[c], m.check_val[c]) {
+                return;
+            }
+        }
+    }
+    if let Some((addr, val)) = f.end_check {
+        if !quick_push(q, sp, addr, val) {
+            return;
+        }
+    }
+    q.sp = sp;
+    q.bp = f.start.bp;
+    q.gen = f.gen;
+    q.id = f.id;
+    q.len = f.w.len as u32;
+    q.depth = f.depth;
+    q.flags = if f.w.truncated { Q_TRUNCATED } else { 0 } | if dep { Q_BP } else { 0 };
+    q.pc = f.start.pc;
+}
+
 /// A thread's memos: mapped at its first walk (a mapping of its own, so that initial-exec TLS, which glibc carves
 /// out of every thread's stack, stays small) and handed to a later thread when this one exits.
 #[repr(C)]
@@ -308,6 +501,7 @@ struct Memos {
     recent_next: u32,
     _pad: u32,
     m: [Memo; MEMOS],
+    quick: [QuickSet; QUICK_SETS],
 }
 
 /// `ThreadState::memos` once they are gone (released at thread exit, or no memory): walk without them.
@@ -394,6 +588,12 @@ fn pop_free_memos() -> Option<*mut Memos> {
                     m.recent_next = 0;
                     for memo in m.m.iter_mut() {
                         memo.n = 0;
+                    }
+                    for set in m.quick.iter_mut() {
+                        set.candidate = 0;
+                        for q in set.ways.iter_mut() {
+                            q.pc = 0;
+                        }
                     }
                 }
                 return Some(p);
@@ -559,6 +759,19 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
     t.memo_busy = 1;
     core::sync::atomic::compiler_fence(Ordering::SeqCst);
     let memos = if nested { None } else { memos_of(t) };
+    let start = r;
+    let depth = out.len() as u32;
+    if intern.is_some() {
+        if let Some(hit) = memos.as_deref().and_then(|ms| quick_hit(ms, r, gen, depth)) {
+            core::sync::atomic::compiler_fence(Ordering::SeqCst);
+            t.memo_busy = 0;
+            return hit;
+        }
+    }
+    // Whether the whole-walk cache may keep this walk (it read no word that its checks would not cover), and
+    // the word after its last level that decided how it ended.
+    let mut quick_ok = true;
+    let mut end_check = None;
     let mut levels = core::mem::MaybeUninit::<[Level; MEMO_LEVELS]>::uninit();
     let levels = levels.as_mut_ptr().cast::<Level>();
     // Levels recorded; MEMO_LEVELS + 1 once the walk cannot be remembered (too deep, a signal frame).
@@ -609,6 +822,7 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
             r.pc = ra;
             lookup = ra.wrapping_sub(1);
         } else if kind == KIND_DEREF_CFA {
+            quick_ok = false;
             let at = r.bp.wrapping_add((rule >> 32) as i32 as i64 as u64);
             if at < r.sp || at - r.sp > (1 << 24) || at & 7 != 0 {
                 break;
@@ -646,6 +860,7 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
             lookup = r.pc;
             // Memos never span a signal frame: the ucontext is not a word the check re-reads.
             nl = MEMO_LEVELS + 1;
+            quick_ok = false;
             tries = 0;
         } else {
             // The rule of a pc does not depend on rbp: neither does this end.
@@ -654,11 +869,13 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
         }
         if r.pc == 0 {
             end_uses_bp = false;
+            end_check = Some((r.sp.wrapping_sub(8), 0));
             break;
         }
         if !is_self(r.pc) {
             let Some(slot) = out.get_mut(n) else {
                 truncated = true;
+                end_check = Some((r.sp.wrapping_sub(8), r.pc));
                 break;
             };
             // Symbolizers look up `pc - 1`; an interrupted pc is stored + 1 so that they land on it.
@@ -786,7 +1003,6 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
         }
         return (w, id);
     };
-    let depth = out.len() as u32;
     let has_id = intern.is_some();
     let mut id = 0;
     if let Some(f) = intern {
@@ -818,6 +1034,30 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
                 };
             }
             _ => id = f(&out[..n]),
+        }
+    }
+    if has_id && quick_ok && id != 0 {
+        let tail = if completed_at != usize::MAX {
+            ms.m.get(mi).map(|m| (m, completed_at))
+        } else {
+            None
+        };
+        let own_n = if tail.is_some() { spliced_at } else { nl };
+        if own_n <= MEMO_LEVELS {
+            // SAFETY: levels [0, own_n) were written above (own_n <= nl).
+            let own = unsafe { core::slice::from_raw_parts(levels, own_n) };
+            let f = Finished {
+                start,
+                gen,
+                depth,
+                own,
+                tail,
+                end_uses_bp,
+                end_check,
+                w: &w,
+                id,
+            };
+            quick_fill(&mut ms.quick, &f);
         }
     }
     if completed_at != usize::MAX && mi < MEMOS {

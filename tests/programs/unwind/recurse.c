@@ -7,6 +7,9 @@
  *   repeat         60 chains one after the other, of depths and entry functions that vary and repeat, each with
  *                  its own marked block (ids 100..159): the tracer's memory of previous walks (src/linux/stack.rs,
  *                  memos) takes over most of each walk, and an identical stack reuses a remembered id
+ *   again          8 chains run 6 times each (ids 200..247), alternately below outer_x and outer_y: a walk that
+ *                  starts where a remembered whole walk started (same hook, same stack pointer) must still tell
+ *                  the two callers apart by the words above (src/linux/stack.rs, whole-walk cache)
  *   drap           a chain entered through a function whose CFA is a DWARF expression (stack realignment with
  *                  a dynamic realignment pointer, which GCC emits for an over-aligned local plus a VLA plus
  *                  arguments passed on the stack) */
@@ -129,6 +132,18 @@ int main(int argc, char **argv) {
       void *(*entry)(int, unsigned long) = (k % 30) / 10 == 0 ? rec_a : (k % 30) / 10 == 1 ? rec_b : rec_c;
       keep[k] = (k & 1 ? outer_x : outer_y)(entry, d, id);
     }
+  } else if (strcmp(argv[1], "again") == 0) {
+    static void *kept[48];
+    for (int round = 0; round < 6; round++) {
+      for (int c = 0; c < 8; c++) {
+        unsigned long id = 200 + (unsigned long)(round * 8 + c);
+        void *(*entry)(int, unsigned long) = c % 3 == 0 ? rec_a : c % 3 == 1 ? rec_b : rec_c;
+        /* Rounds 0-2 below one caller, then the other for chains 0-3 and the same for 4-7, then alternating. */
+        int x = round < 3 ? 1 : round < 5 ? c < 4 : (round + c) & 1;
+        kept[round * 8 + c] = (x ? outer_x : outer_y)(entry, 4 + c, id);
+      }
+    }
+    sink += kept[0] != kept[47];
   } else if (strcmp(argv[1], "drap") == 0) {
     sink = drap(1, 2, 3, 4, 5, 6, depth, 7);
   } else {
