@@ -275,15 +275,17 @@ fn classify_bad_free(t: &mut ThreadState, p: u64, how: FreeFn) -> Settle {
         e.family = f.block.family();
         e.alloc_stack = f.block.stack();
         e.first_free_stack = f.free_stack;
+    } else if table::LOST.load(Ordering::Relaxed) != 0 {
+        // Some blocks went unrecorded: this is most likely one of them. Let the allocator have it, as it would
+        // without the tracer (looking for a block that contains it first scanned the whole ledger on every such
+        // free: quadratic once a shard could not grow).
+        counters::freed(t, 0);
+        return Settle::Unknown;
     } else if let Some(b) = table::find_containing(p) {
         e.detail = Detail::Interior;
         e.size = b.size();
         e.family = b.family();
         e.alloc_stack = b.stack();
-    } else if table::LOST.load(Ordering::Relaxed) != 0 {
-        // Some blocks went unrecorded: this may be one of them. Let the allocator have it.
-        counters::freed(t, 0);
-        return Settle::Unknown;
     } else {
         let here = &e as *const Error as u64;
         if p.abs_diff(here) < (8 << 20) {
