@@ -14,23 +14,34 @@ use core::sync::atomic::Ordering;
 /// Captures and interns the current stack with at most `depth` frames.
 ///
 /// Always inlined into the hook, so that the walk starts in the exported function's own frame: one tracer frame
-/// to step over instead of three (measured: own frames were ~30% of the walk on a churn benchmark). Nothing in
+/// to step over instead of three (measured: own frames were ~30% of the walk on a churn benchmark). Only the
+/// whole-walk cache's check is inlined; a walk that misses it runs out of line (the hooks stay small). Nothing in
 /// the inlined part can panic; the cold rule evaluation contains its own panics.
 #[inline(always)]
 pub fn stack_id(depth: u32) -> u32 {
     if depth == 0 {
         return 0;
     }
-    // Uninitialised: zeroing 1 KiB per allocation showed up at 9% in perf; walk() writes what it reports.
-    let mut buf = core::mem::MaybeUninit::<[u64; config::MAX_DEPTH]>::uninit();
-    let depth = (depth as usize).min(config::MAX_DEPTH);
-    // SAFETY: walk writes frames [0, len) before they are read; the rest is never read.
-    let frames = unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u64>(), depth) };
-    let (w, id) = stack::walk_with(frames, Some(intern::intern));
+    let depth = depth.min(config::MAX_DEPTH as u32);
+    let s = stack::start();
+    let (w, id) = match stack::quick(s, depth) {
+        Some(hit) => hit,
+        None => walk_and_intern(s, depth),
+    };
     if w.truncated {
         intern::TRUNCATED.fetch_add(1, Ordering::Relaxed);
     }
     id
+}
+
+#[inline(never)]
+fn walk_and_intern(s: stack::Start, depth: u32) -> (stack::Walk, u32) {
+    // Uninitialised: zeroing 1 KiB per allocation showed up at 9% in perf; the walk writes what it reports.
+    let mut buf = core::mem::MaybeUninit::<[u64; config::MAX_DEPTH]>::uninit();
+    // SAFETY: the walk writes frames [0, len) before they are read; the rest is never read.
+    let frames =
+        unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u64>(), depth as usize) };
+    stack::walk_from(s, frames, Some(intern::intern))
 }
 
 /// Draws the next sampling distance: exponential with mean `mean` bytes (Poisson process over bytes).

@@ -302,9 +302,9 @@ fn id_tag(nl: usize, j: usize, depth: u32) -> u32 {
 // difference, so each word read lies where an unwind from here would read it.
 
 /// Sets of the whole-walk cache (a power of two), chosen by the walk's starting pc and sp.
-const QUICK_SETS: usize = 64;
+const QUICK_SETS: usize = 32;
 /// Ways per set: one pc and sp may reach several stacks (a function calling `free` from three places).
-const QUICK_WAYS: usize = 4;
+const QUICK_WAYS: usize = 8;
 /// Stack words a cached walk may check; longer walks are not cached (the memos still serve them).
 const QUICK_CHECKS: usize = 40;
 /// `Quick::flags`: the walk was cut at the depth limit.
@@ -347,7 +347,7 @@ struct QuickSet {
 fn quick_set(pc: u64, sp: u64) -> (usize, u64) {
     // sp's low bits vary most (frames are a few words apart): multiplying carries them into the top bits.
     let h = ((sp >> 3) ^ pc.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((h >> 58) as usize % QUICK_SETS, h | 1)
+    ((h >> 59) as usize % QUICK_SETS, h | 1)
 }
 
 /// The id of a cached walk starting at `r`, with `depth` frames allowed, whose words still hold their values.
@@ -745,12 +745,55 @@ pub fn walk(out: &mut [u64]) -> Walk {
     walk_with(out, None::<fn(&[u64]) -> u32>).0
 }
 
-/// Like [`walk`], and returns the id `intern` gives the frames. A stack identical to a remembered one (same
-/// frames, same depth limit) gets the id remembered with it, and `intern` is not called.
-/// Inlined into the hooks (see `record::stack_id`); contains no panic site.
+/// Like [`walk`], and returns the id `intern` gives the frames (see [`walk_from`]).
 #[inline(always)]
 pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) -> (Walk, u32) {
-    let mut r = capture();
+    walk_from(start(), out, intern)
+}
+
+/// Where a walk starts: the registers of the frame that took them. That frame must still be live (not returned
+/// from) when the walk runs, so that its saved registers and return address are still on the stack.
+#[derive(Clone, Copy)]
+pub struct Start(Regs);
+
+/// The calling frame's registers, for [`quick`] and [`walk_from`]. Inlined into the hooks, so that a walk
+/// starts in the exported function's own frame.
+#[inline(always)]
+pub fn start() -> Start {
+    Start(capture())
+}
+
+/// The stack id and walk of a stack identical to one in the thread's whole-walk cache, if it is there: the
+/// part of a walk small enough to inline into every hook. `None`: walk with [`walk_from`].
+#[inline(always)]
+pub fn quick(s: Start, depth: u32) -> Option<(Walk, u32)> {
+    let gen = GENERATION.load(Ordering::Acquire);
+    // SAFETY: this thread's own state.
+    let t = unsafe { &mut *crate::thread::current() };
+    if t.memo_busy != 0 || t.memos <= MEMOS_NONE {
+        return None;
+    }
+    // A signal handler's walk must not rewrite the entry being checked (see walk_from).
+    t.memo_busy = 1;
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    // SAFETY: mapped by `map_memos` for this thread and only touched by it (under `memo_busy`).
+    let ms = unsafe { &*(t.memos as *const Memos) };
+    let hit = quick_hit(ms, s.0, gen, depth);
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    t.memo_busy = 0;
+    hit
+}
+
+/// Walks from `s`, writing the return addresses to `out`, and returns the id `intern` gives the frames. A stack
+/// identical to a remembered one (same frames, same depth limit) gets the id remembered with it, and `intern`
+/// is not called. Out of line: the hooks inline only [`start`] and [`quick`]. Contains no panic site.
+#[inline(never)]
+pub fn walk_from(
+    s: Start,
+    out: &mut [u64],
+    intern: Option<impl FnOnce(&[u64]) -> u32>,
+) -> (Walk, u32) {
+    let mut r = s.0;
     let gen = GENERATION.load(Ordering::Acquire);
     // SAFETY: this thread's own state; `memo_busy` keeps a signal handler's walk (nested on this thread) away from
     // the memos while we use them.
@@ -761,13 +804,6 @@ pub fn walk_with(out: &mut [u64], intern: Option<impl FnOnce(&[u64]) -> u32>) ->
     let memos = if nested { None } else { memos_of(t) };
     let start = r;
     let depth = out.len() as u32;
-    if intern.is_some() {
-        if let Some(hit) = memos.as_deref().and_then(|ms| quick_hit(ms, r, gen, depth)) {
-            core::sync::atomic::compiler_fence(Ordering::SeqCst);
-            t.memo_busy = 0;
-            return hit;
-        }
-    }
     // Whether the whole-walk cache may keep this walk (it read no word that its checks would not cover), and
     // the word after its last level that decided how it ended.
     let mut quick_ok = true;

@@ -263,6 +263,31 @@ fn rule_for(pc: u64, innermost: bool, gen: u64) -> u64 {
 
 const EXTRA: usize = 24;
 
+/// Where a walk starts (Windows walks from wherever it is called: the tracer's frames are skipped by address).
+#[derive(Clone, Copy)]
+pub struct Start;
+
+/// See the Linux unwinder; here there is nothing to take.
+#[inline(always)]
+pub fn start() -> Start {
+    Start
+}
+
+/// Windows keeps no whole-walk cache: always `None`.
+#[inline(always)]
+pub fn quick(_: Start, _: u32) -> Option<(Walk, u32)> {
+    None
+}
+
+/// [`walk_with`] (the start is where it is called).
+pub fn walk_from(
+    _: Start,
+    out: &mut [u64],
+    intern: Option<impl FnOnce(&[u64]) -> u32>,
+) -> (Walk, u32) {
+    walk_with(out, intern)
+}
+
 /// Like [`walk`], and returns the id `intern` gives the frames (the Linux unwinder can skip `intern` for a stack
 /// it remembers; this one always calls it).
 #[inline(always)]
