@@ -336,12 +336,15 @@ struct Quick {
 #[repr(C)]
 struct QuickSet {
     ways: [Quick; QUICK_WAYS],
-    /// A start (pc and sp) that missed here once: a second miss caches its walk (one-off walks are not cached).
-    candidate: u64,
     /// The way the next cached walk replaces (round robin).
     next: u32,
     _pad: u32,
 }
+
+/// Starts that missed the whole-walk cache recently, by hash: a start is cached at its second miss, so that
+/// one-off walks do not displace the ones that recur. Large enough that a start recurring once per request
+/// (sqlite: once per statement, after a few dozen others) is still remembered when it comes back.
+const DOORKEEPER: usize = 512;
 
 #[inline(always)]
 fn quick_set(pc: u64, sp: u64) -> (usize, u64) {
@@ -421,16 +424,19 @@ struct Finished<'a> {
 /// Caches a finished walk if its start missed in its set before (see `QuickSet::candidate`).
 #[cold]
 #[inline(never)]
-fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], f: &Finished) {
+fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], seen: &mut [u32; DOORKEEPER], f: &Finished) {
     let (set, tag) = quick_set(f.start.pc, f.start.sp);
     let Some(set) = quick.get_mut(set) else {
         return;
     };
-    if set.candidate != tag {
-        set.candidate = tag;
+    let Some(door) = seen.get_mut((tag >> 32) as usize % DOORKEEPER) else {
+        return;
+    };
+    if *door != tag as u32 {
+        *door = tag as u32;
         return;
     }
-    set.candidate = 0;
+    *door = 0;
     let way = set.next as usize % QUICK_WAYS;
     set.next = (way as u32 + 1) % QUICK_WAYS as u32;
     let q = &mut set.ways[way];
@@ -502,6 +508,7 @@ struct Memos {
     _pad: u32,
     m: [Memo; MEMOS],
     quick: [QuickSet; QUICK_SETS],
+    seen: [u32; DOORKEEPER],
 }
 
 /// `ThreadState::memos` once they are gone (released at thread exit, or no memory): walk without them.
@@ -589,8 +596,8 @@ fn pop_free_memos() -> Option<*mut Memos> {
                     for memo in m.m.iter_mut() {
                         memo.n = 0;
                     }
+                    m.seen = [0; DOORKEEPER];
                     for set in m.quick.iter_mut() {
-                        set.candidate = 0;
                         for q in set.ways.iter_mut() {
                             q.pc = 0;
                         }
@@ -1093,7 +1100,7 @@ pub fn walk_from(
                 w: &w,
                 id,
             };
-            quick_fill(&mut ms.quick, &f);
+            quick_fill(&mut ms.quick, &mut ms.seen, &f);
         }
     }
     if completed_at != usize::MAX && mi < MEMOS {
