@@ -1,29 +1,30 @@
 //! The ledger: every live block, sharded by address.
 //!
-//! 256 shards, each an open-addressing hash table (linear probing, backward-shift deletion, no tombstones) under
-//! its own spin lock. A block's shard follows the 64 MiB region it lies in: glibc gives each thread an arena of
-//! its own, made of 64 MiB-aligned heaps, so a thread's blocks fall in a window of 4 neighbouring shards (by
-//! 1 MiB stripe, so that a big heap is not one huge table) that other threads touch only for the blocks they free
-//! across threads. Sharding by 64 KiB spread every thread's blocks over all shards: with 8 threads on 2 cores
-//! each lock and table line bounced between the cores on nearly every call (churn-8t: 2.9x native, against 2.1x
-//! single-threaded). A shard's table starts at 16 slots, so a small heap's ledger stays in L1/L2 (with 512
-//! page-sized tables the slot load was the dominant cache miss). Each shard also keeps a ring of recently freed
-//! blocks: when a pointer is freed again, the ring tells where it was allocated and where it was first freed.
-//! Shard tables grow by doubling into fresh memory; when that fails the block is counted as lost instead of
-//! aborting the host.
+//! 1024 shards, each an open-addressing hash table (linear probing, backward-shift deletion, no tombstones) under
+//! its own spin lock. Shards come in 16 windows of 64, and a block's window follows the 64 MiB region it lies in:
+//! glibc gives each thread an arena of its own, made of 64 MiB-aligned heaps, and windows are handed out to
+//! regions in turn, so the first 16 heaps (threads) never share a shard; other threads touch a thread's shards
+//! only for the blocks they free across threads. Hashing every block over all shards (by 64 KiB piece) made each
+//! lock and table line bounce between the cores on nearly every call with 8 threads on 2 cores (churn-8t: 2.9x
+//! native, against 2.1x single-threaded). Inside its window a block's shard is a hash of its 64 KiB piece, so a
+//! heap's blocks spread evenly over 64 tables that grow in small steps (one table per heap failed to double under
+//! `ulimit -v` where small ones still could, and blocks were lost). A shard's table starts at 16 slots, so a small
+//! heap's ledger stays in L1/L2. Each shard also keeps a ring of recently freed blocks: when a pointer is freed
+//! again, the ring tells where it was allocated and where it was first freed. Shard tables grow by doubling into
+//! fresh memory; when that fails the block is counted as lost instead of aborting the host.
 
 use crate::lock::SpinLock;
 use core::alloc::Layout;
 use core::sync::atomic::AtomicU64;
 
-const SHARD_BITS: u32 = 8;
+const SHARD_BITS: u32 = 10;
 /// Shards one 64 MiB region is striped over (a power of two).
-const STRIPES: u64 = 4;
+const STRIPES: u64 = 64;
 /// Number of shards.
 pub const SHARDS: usize = 1 << SHARD_BITS;
 const INITIAL_CAP: usize = 16;
 /// Recent frees remembered per shard (a single-threaded program's blocks mostly share one shard).
-const RING: usize = 256;
+const RING: usize = 64;
 
 /// Allocator family stored with each block (indexes `allocators` in the dump).
 pub mod family {
@@ -116,7 +117,9 @@ pub struct Shard {
     ring_next: usize,
     /// Length at which growing last failed (0: it has not).
     grow_failed_at: usize,
-    ring: [Freed; RING],
+    /// `RING` recent frees, allocated at the shard's first free (null before, or if that failed): most of the
+    /// 1024 shards are never used, and static rings would take the address space of a program under `ulimit -v`.
+    ring: *mut Freed,
 }
 
 /// Valgrind-style totals ("total heap usage").
@@ -158,15 +161,7 @@ const EMPTY: SpinLock<Shard> = SpinLock::new(Shard {
     },
     ring_next: 0,
     grow_failed_at: 0,
-    ring: [Freed {
-        block: Block {
-            w0: 0,
-            w1: 0,
-            stack: 0,
-            tid_family: 0,
-        },
-        free_stack: 0,
-    }; RING],
+    ring: core::ptr::null_mut(),
 });
 
 #[repr(align(64))]
@@ -219,20 +214,59 @@ pub fn maybe_sampled(addr: u64) -> bool {
 /// Blocks that could not be recorded (tracer out of memory).
 pub static LOST: AtomicU64 = AtomicU64::new(0);
 
-/// The shard of `addr`: its 64 MiB region's window, and the 1 MiB stripe inside it (see the module doc).
+/// Windows of `STRIPES` shards.
+const WINDOWS: u64 = SHARDS as u64 / STRIPES;
+/// 64 MiB regions that have a window, each `(region + 1) << 16 | window` (0: free): insert-only open addressing.
+/// Windows are handed out in turn, so the first `WINDOWS` heaps (threads' arenas) never share one, where hashing
+/// regions to windows made two of 9 heaps share one more often than not.
+const REGIONS: usize = 4096;
+static REGION_WINDOW: [AtomicU64; REGIONS] = [const { AtomicU64::new(0) }; REGIONS];
+static NEXT_WINDOW: AtomicU64 = AtomicU64::new(0);
+
+/// The window of the 64 MiB region `region`, handing it the next one at its first block.
 #[inline(always)]
-fn shard_index(addr: u64) -> usize {
-    let window = (addr >> 26).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS);
-    (window.wrapping_add((addr >> 20) & (STRIPES - 1)) as usize) & (SHARDS - 1)
+fn window_of(region: u64) -> u64 {
+    use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+    let mut i = (region.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % REGIONS;
+    for _ in 0..REGIONS {
+        let e = REGION_WINDOW[i].load(Acquire);
+        if e >> 16 == region + 1 {
+            return e & 0xffff;
+        }
+        if e == 0 {
+            let w = NEXT_WINDOW.fetch_add(1, Relaxed) % WINDOWS;
+            match REGION_WINDOW[i].compare_exchange(0, ((region + 1) << 16) | w, AcqRel, Acquire) {
+                Ok(_) => return w,
+                Err(e) if e >> 16 == region + 1 => return e & 0xffff,
+                Err(_) => {}
+            }
+        }
+        i = (i + 1) % REGIONS;
+    }
+    // 4096 regions (256 GiB of heap) have windows: the rest share them by hash.
+    region % WINDOWS
 }
 
-/// Home slot of `addr` inside a shard table: locality-preserving. Blocks that the allocator carves one after
-/// another land in neighbouring slots, so a program with a big heap walks the ledger almost sequentially
-/// instead of missing cache on every call (a multiplicative hash cost ~300 ns per allocation with 1M live
-/// blocks). A hash of the 64 KiB region folded into the low bits keeps regions from piling onto one window.
+/// The shard of `addr`: its 64 MiB region's window, and in it a shard chosen by a hash of the 64 KiB piece the
+/// block lies in (see the module doc).
+#[inline(always)]
+fn shard_index(addr: u64) -> usize {
+    let window = window_of(addr >> 26);
+    let stripe =
+        (addr >> 16).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - STRIPES.trailing_zeros());
+    (window * STRIPES + stripe) as usize
+}
+
+/// Home slot of `addr` inside a shard table. Blocks are grouped by 256 bytes of address (8 positions of 32 bytes,
+/// glibc's smallest chunk): a group's blocks get neighbouring slots of one window, so blocks the allocator carves
+/// one after another share cache lines of the table (with 1M live blocks a plain multiplicative hash missed cache
+/// on nearly every call); the groups' windows are scattered by a multiplicative hash, so that a dense heap does not
+/// lay out one long run of occupied slots. (Keeping whole 64 KiB regions contiguous did: linear probing then
+/// walked ~70 slots per call in cc1plus, and 1M small blocks cost 15x native.)
 #[inline(always)]
 fn slot_hash(addr: u64) -> u64 {
-    (addr >> 4) ^ ((addr >> 16).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40)
+    let pos = addr >> 5;
+    (((pos >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 29) & !7) | (pos & 7)
 }
 
 /// The shard lock for `addr`.
@@ -310,6 +344,9 @@ impl Shard {
                     self.grow_failed_at = self.len.max(1);
                 }
                 if self.cap == 0 || (self.len + 1) * 16 > self.cap * 15 {
+                    // The address is live again, unrecorded: a ring entry for it would make its next (valid) free
+                    // look like a double free, rejected and never counted.
+                    self.forget_freed(b.addr());
                     return false;
                 }
             } else {
@@ -406,15 +443,51 @@ impl Shard {
     }
 
     /// Remembers a freed block for double-free reports.
+    #[inline]
     pub fn remember_freed(&mut self, block: Block, free_stack: u32) {
-        self.ring[self.ring_next] = Freed { block, free_stack };
+        if self.ring.is_null() && !self.make_ring() {
+            return;
+        }
+        // SAFETY: the ring has RING entries and ring_next < RING.
+        unsafe { *self.ring.add(self.ring_next % RING) = Freed { block, free_stack } };
         self.ring_next = (self.ring_next + 1) % RING;
+    }
+
+    #[cold]
+    fn make_ring(&mut self) -> bool {
+        let Ok(layout) = Layout::array::<Freed>(RING) else {
+            return false;
+        };
+        // SAFETY: non-zero size; zeroed memory is a ring of empty entries.
+        self.ring = unsafe { alloc::alloc::alloc_zeroed(layout) }.cast::<Freed>();
+        !self.ring.is_null()
+    }
+
+    /// The ring's entries (empty before the shard's first free).
+    fn ring(&self) -> &[Freed] {
+        if self.ring.is_null() {
+            return &[];
+        }
+        // SAFETY: allocated by make_ring with RING entries, never freed.
+        unsafe { core::slice::from_raw_parts(self.ring, RING) }
+    }
+
+    /// Drops `addr` from the ring (a block lost at that address: see `insert`). Cold: the tracer is out of memory.
+    #[cold]
+    fn forget_freed(&mut self, addr: u64) {
+        for k in 0..self.ring().len() {
+            // SAFETY: k < RING, inside the ring.
+            let f = unsafe { &mut *self.ring.add(k) };
+            if f.block.addr() == addr {
+                *f = Freed::default();
+            }
+        }
     }
 
     /// The most recent free of `addr` still in the ring.
     pub fn find_freed(&self, addr: u64) -> Option<Freed> {
         (1..=RING)
-            .map(|k| self.ring[(self.ring_next + RING - k) % RING])
+            .filter_map(|k| self.ring().get((self.ring_next + RING - k) % RING).copied())
             .find(|f| f.block.addr() == addr && addr != 0)
     }
 

@@ -306,7 +306,7 @@ const QUICK_SETS: usize = 32;
 /// Ways per set: one pc and sp may reach several stacks (a function calling `free` from three places).
 const QUICK_WAYS: usize = 8;
 /// Stack words a cached walk may check; longer walks are not cached (the memos still serve them).
-const QUICK_CHECKS: usize = 40;
+const QUICK_CHECKS: usize = 48;
 /// `Quick::flags`: the walk was cut at the depth limit.
 const Q_TRUNCATED: u8 = 1;
 /// `Quick::flags`: the walk depends on rbp at its start.
@@ -425,6 +425,16 @@ struct Finished<'a> {
 #[cold]
 #[inline(never)]
 fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], seen: &mut [u32; DOORKEEPER], f: &Finished) {
+    // At least one word per level: a walk too long for an entry is not worth the work below (cc1plus: most of
+    // its walks, 32 frames deep).
+    let tail_words = f.tail.map_or(0, |(m, j)| {
+        let from = m.check_from.get(j + 1).map_or(0, |&c| c as usize);
+        let to = m.check_from.get(m.n as usize).map_or(0, |&c| c as usize);
+        to.saturating_sub(from)
+    });
+    if f.own.len() + tail_words + f.end_check.is_some() as usize > QUICK_CHECKS {
+        return;
+    }
     let (set, tag) = quick_set(f.start.pc, f.start.sp);
     let Some(set) = quick.get_mut(set) else {
         return;
