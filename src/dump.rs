@@ -555,12 +555,12 @@ fn body(out: &mut Out, reason: Reason, detail: &str, (pid, ppid): (u32, u32), n:
         if let Some(frames) = intern::get(id) {
             for (i, f) in frames.iter().enumerate() {
                 if i > 0 {
-                    out.raw(b",");
+                    out.byte(b',');
                 }
                 out.num(*f);
             }
         }
-        out.raw(b"]");
+        out.byte(b']');
     }
     out.raw(b"],\n");
 

@@ -46,11 +46,51 @@ impl Out {
         self.len += b.len();
     }
 
-    /// A decimal number.
-    pub fn num(&mut self, v: u64) {
-        let mut b = [0u8; 20];
-        let s = crate::sys::fmt_u64(v, &mut b);
-        self.raw(s);
+    /// A decimal number, its digits written straight into the buffer two at a time: a dump's stack table is
+    /// millions of return addresses (a one-digit-at-a-time format and a copy per number were ~45 % of the
+    /// instructions of a program with 50k distinct stacks).
+    #[inline]
+    pub fn num(&mut self, mut v: u64) {
+        const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+        if self.len + 20 > BUF {
+            self.flush();
+        }
+        let n = v.checked_ilog10().map_or(1, |l| l as usize + 1);
+        let Some(out) = self.buf.get_mut(self.len..self.len + n) else {
+            return;
+        };
+        let mut i = n;
+        while v >= 100 {
+            let r = (v % 100) as usize * 2;
+            v /= 100;
+            i -= 2;
+            out[i] = PAIRS[r];
+            out[i + 1] = PAIRS[r + 1];
+        }
+        if v >= 10 {
+            let r = v as usize * 2;
+            out[i - 2] = PAIRS[r];
+            out[i - 1] = PAIRS[r + 1];
+        } else {
+            out[i - 1] = b'0' + v as u8;
+        }
+        self.len += n;
+    }
+
+    /// One byte.
+    #[inline]
+    pub fn byte(&mut self, c: u8) {
+        if self.len == BUF {
+            self.flush();
+        }
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = c;
+            self.len += 1;
+        }
     }
 
     /// A JSON string. Invalid UTF-8 bytes are written as `\u00XX` so the output is always valid JSON.
