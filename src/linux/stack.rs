@@ -338,8 +338,14 @@ struct QuickSet {
     ways: [Quick; QUICK_WAYS],
     /// The way the next cached walk replaces (round robin).
     next: u32,
-    _pad: u32,
+    /// Walks cached here since the set last answered one: past `QUICK_FUTILE`, only every eighth is cached (a
+    /// start whose stacks keep changing below it, as in a recursive-descent parser, would otherwise pay for
+    /// caching every walk and never hit).
+    fills: u32,
 }
+
+/// Fills without a hit after which a set caches only every eighth walk.
+const QUICK_FUTILE: u32 = 8;
 
 /// Starts that missed the whole-walk cache recently, by hash: a start is cached at its second miss, so that
 /// one-off walks do not displace the ones that recur. Large enough that a start recurring once per request
@@ -355,9 +361,9 @@ fn quick_set(pc: u64, sp: u64) -> (usize, u64) {
 
 /// The id of a cached walk starting at `r`, with `depth` frames allowed, whose words still hold their values.
 #[inline(always)]
-fn quick_hit(ms: &Memos, r: Regs, gen: u64, depth: u32) -> Option<(Walk, u32)> {
+fn quick_hit(ms: &mut Memos, r: Regs, gen: u64, depth: u32) -> Option<(Walk, u32)> {
     let (set, _) = quick_set(r.pc, r.sp);
-    let set = ms.quick.get(set)?;
+    let set = ms.quick.get_mut(set)?;
     'ways: for q in set.ways.iter() {
         if q.pc != r.pc
             || q.sp != r.sp
@@ -380,7 +386,11 @@ fn quick_hit(ms: &Memos, r: Regs, gen: u64, depth: u32) -> Option<(Walk, u32)> {
             len: q.len as usize,
             truncated: q.flags & Q_TRUNCATED != 0,
         };
-        return Some((w, q.id));
+        let id = q.id;
+        if set.fills != 0 {
+            set.fills = 0;
+        }
+        return Some((w, id));
     }
     None
 }
@@ -439,6 +449,10 @@ fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], seen: &mut [u32; DOORKEEPER], 
     let Some(set) = quick.get_mut(set) else {
         return;
     };
+    if set.fills >= QUICK_FUTILE && set.fills % 8 != 0 {
+        set.fills = set.fills.wrapping_add(1);
+        return;
+    }
     let Some(door) = seen.get_mut((tag >> 32) as usize % DOORKEEPER) else {
         return;
     };
@@ -498,6 +512,7 @@ fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], seen: &mut [u32; DOORKEEPER], 
     q.depth = f.depth;
     q.flags = if f.w.truncated { Q_TRUNCATED } else { 0 } | if dep { Q_BP } else { 0 };
     q.pc = f.start.pc;
+    set.fills = set.fills.wrapping_add(1).max(1);
 }
 
 /// A thread's memos: mapped at its first walk (a mapping of its own, so that initial-exec TLS, which glibc carves
@@ -608,6 +623,7 @@ fn pop_free_memos() -> Option<*mut Memos> {
                     }
                     m.seen = [0; DOORKEEPER];
                     for set in m.quick.iter_mut() {
+                        set.fills = 0;
                         for q in set.ways.iter_mut() {
                             q.pc = 0;
                         }
@@ -794,7 +810,7 @@ pub fn quick(s: Start, depth: u32) -> Option<(Walk, u32)> {
     t.memo_busy = 1;
     core::sync::atomic::compiler_fence(Ordering::SeqCst);
     // SAFETY: mapped by `map_memos` for this thread and only touched by it (under `memo_busy`).
-    let ms = unsafe { &*(t.memos as *const Memos) };
+    let ms = unsafe { &mut *(t.memos as *mut Memos) };
     let hit = quick_hit(ms, s.0, gen, depth);
     core::sync::atomic::compiler_fence(Ordering::SeqCst);
     t.memo_busy = 0;
