@@ -59,26 +59,42 @@ impl Out {
         if self.len + 20 > BUF {
             self.flush();
         }
-        let n = v.checked_ilog10().map_or(1, |l| l as usize + 1);
-        let Some(out) = self.buf.get_mut(self.len..self.len + n) else {
-            return;
+        // Digits end at tmp[20], written backwards two at a time (eight-digit chunks in 32-bit arithmetic); then
+        // 20 bytes are copied from where they start: a fixed-size copy, and the bytes after the number are
+        // overwritten by whatever comes next.
+        let mut tmp = [0u8; 40];
+        let mut i = 20usize;
+        let pair = |tmp: &mut [u8; 40], i: usize, r: u32| {
+            let r = r as usize * 2;
+            tmp[i] = PAIRS[r];
+            tmp[i + 1] = PAIRS[r + 1];
         };
-        let mut i = n;
-        while v >= 100 {
-            let r = (v % 100) as usize * 2;
-            v /= 100;
+        while v >= 100_000_000 {
+            let mut c = (v % 100_000_000) as u32;
+            v /= 100_000_000;
+            for _ in 0..4 {
+                i -= 2;
+                pair(&mut tmp, i, c % 100);
+                c /= 100;
+            }
+        }
+        let mut c = v as u32;
+        while c >= 100 {
             i -= 2;
-            out[i] = PAIRS[r];
-            out[i + 1] = PAIRS[r + 1];
+            pair(&mut tmp, i, c % 100);
+            c /= 100;
         }
-        if v >= 10 {
-            let r = v as usize * 2;
-            out[i - 2] = PAIRS[r];
-            out[i - 1] = PAIRS[r + 1];
+        if c >= 10 {
+            i -= 2;
+            pair(&mut tmp, i, c);
         } else {
-            out[i - 1] = b'0' + v as u8;
+            i -= 1;
+            tmp[i] = b'0' + c as u8;
         }
-        self.len += n;
+        if let Some(dst) = self.buf.get_mut(self.len..self.len + 20) {
+            dst.copy_from_slice(&tmp[i..i + 20]);
+            self.len += 20 - i;
+        }
     }
 
     /// One byte.
