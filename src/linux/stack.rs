@@ -238,6 +238,13 @@ const M_DEP_BP: u32 = 4;
 /// The level's return address is an output frame (not one of the tracer's own).
 const M_OUTPUT: u32 = 8;
 
+/// Whether the walk from before a level (`meta`) on depends on rbp, given whether the rest after it does: the
+/// level computes its CFA from rbp, or leaves rbp as it is for the rest.
+#[inline(always)]
+fn dep_before(meta: u32, dep_after: bool) -> bool {
+    meta & M_USES_BP != 0 || (meta & M_RESTORES_BP == 0 && dep_after)
+}
+
 #[repr(C)]
 struct Memo {
     /// Levels held; 0: empty.
@@ -268,6 +275,19 @@ struct Memo {
     bp: [u64; MEMO_LEVELS],
     /// `M_*` bits; the offset of the saved-rbp slot from the CFA in the high 16 bits.
     meta: [u32; MEMO_LEVELS],
+}
+
+impl Memo {
+    /// The checks (indexes into `check_addr`/`check_val`) of the levels after level `j`, to the memo's end.
+    #[inline(always)]
+    fn checks_after(&self, j: usize) -> (usize, usize) {
+        let from = self.check_from.get(j + 1).map_or(0, |&c| c as usize);
+        let to = self
+            .check_from
+            .get(self.n as usize)
+            .map_or(0, |&c| c as usize);
+        (from, to.min(self.check_addr.len()))
+    }
 }
 
 /// Stack ids remembered per memo.
@@ -438,8 +458,7 @@ fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], seen: &mut [u32; DOORKEEPER], 
     // At least one word per level: a walk too long for an entry is not worth the work below (cc1plus: most of
     // its walks, 32 frames deep).
     let tail_words = f.tail.map_or(0, |(m, j)| {
-        let from = m.check_from.get(j + 1).map_or(0, |&c| c as usize);
-        let to = m.check_from.get(m.n as usize).map_or(0, |&c| c as usize);
+        let (from, to) = m.checks_after(j);
         to.saturating_sub(from)
     });
     if f.own.len() + tail_words + f.end_check.is_some() as usize > QUICK_CHECKS {
@@ -477,7 +496,7 @@ fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], seen: &mut [u32; DOORKEEPER], 
         if let Some(d) = dep_after.get_mut(i) {
             *d = dep;
         }
-        dep = l.meta & M_USES_BP != 0 || (l.meta & M_RESTORES_BP == 0 && dep);
+        dep = dep_before(l.meta, dep);
     }
     for (i, l) in f.own.iter().enumerate() {
         if !quick_push(q, sp, l.cfa.wrapping_sub(8), l.ra) {
@@ -491,9 +510,8 @@ fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], seen: &mut [u32; DOORKEEPER], 
         }
     }
     if let Some((m, j)) = f.tail {
-        let from = m.check_from.get(j + 1).map_or(0, |&c| c as usize);
-        let to = m.check_from.get(m.n as usize).map_or(0, |&c| c as usize);
-        for c in from..to.min(m.check_addr.len()) {
+        let (from, to) = m.checks_after(j);
+        for c in from..to {
             if !quick_push(q, sp, m.check_addr[c], m.check_val[c]) {
                 return;
             }
@@ -702,10 +720,9 @@ struct Level {
 /// when the memo was cut short, the only case where it is used). `None` when a word differs.
 #[inline(always)]
 fn memo_still_valid(m: &Memo, j: usize, bp: u64) -> Option<u64> {
-    let from = m.check_from.get(j + 1).map_or(0, |&c| c as usize);
-    let to = m.check_from.get(m.n as usize).map_or(0, |&c| c as usize);
+    let (from, to) = m.checks_after(j);
     let mut same = true;
-    for c in from..to.min(m.check_addr.len()) {
+    for c in from..to {
         // SAFETY: these slots lie above the current frame on this thread's stack: the remembered walk read them
         // from the same frames (same CFA and return address chain), and the current walk has reached level j.
         same &= unsafe { *(m.check_addr[c] as *const u64) } == m.check_val[c];
@@ -733,7 +750,7 @@ fn remember(m: &mut Memo, levels: &[Level], truncated: bool, end_uses_bp: bool, 
         m.ra[i] = l.ra;
         m.bp[i] = l.bp;
         m.meta[i] = (l.meta & !M_DEP_BP) | if dep { M_DEP_BP } else { 0 };
-        dep = l.meta & M_USES_BP != 0 || (l.meta & M_RESTORES_BP == 0 && dep);
+        dep = dep_before(l.meta, dep);
         if l.meta & M_OUTPUT != 0 && all_out_from == i + 1 {
             all_out_from = i;
         }
