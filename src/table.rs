@@ -23,7 +23,7 @@ const STRIPES: u64 = 64;
 /// Number of shards.
 pub const SHARDS: usize = 1 << SHARD_BITS;
 const INITIAL_CAP: usize = 16;
-/// Recent frees remembered per shard (a single-threaded program's blocks mostly share one shard).
+/// Recent frees remembered per shard (a heap's frees spread over the 64 shards of its window).
 const RING: usize = 64;
 
 /// Allocator family stored with each block (indexes `allocators` in the dump).

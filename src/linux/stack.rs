@@ -10,9 +10,12 @@
 //! `ucontext` the kernel pushed; frames realigned through a pointer (GCC's DRAP: CFA = `*(rbp + k)`) have a rule
 //! of their own. Unloading a library (`dlclose`) bumps a generation that invalidates the cache.
 //!
-//! On top of the rule cache, each thread remembers its last walks (one per first frame, see "memory of recent
-//! walks" below): a walk that reaches a frame of a remembered one re-reads the stack words that walk read
-//! instead of unwinding again, and an identical stack reuses the remembered stack id (no interning).
+//! On top of the rule cache, each thread keeps two memories of its walks. The whole-walk cache ("whole-walk
+//! cache" below, checked inline in the hooks): a walk that starts where a cached one started (same pc and sp)
+//! and finds every stack word that walk read unchanged is that walk, and gets its stack id without unwinding.
+//! The memos ("memory of recent walks"): a walk that reaches a frame of a remembered one re-reads the stack words
+//! that walk read instead of unwinding again, and an identical stack reuses the remembered stack id (no
+//! interning).
 
 use crate::real;
 use core::arch::asm;
