@@ -188,12 +188,16 @@ fn real_fns() -> &'static Real {
 /// Runs tracer work with errno preserved and any panic contained (counted as a lost record).
 #[inline(always)]
 fn guarded<R: Default>(f: impl FnOnce() -> R) -> R {
-    let e = crate::sys::errno();
+    // One lookup of the slot for both the save and the restore.
+    let slot = crate::sys::errno_slot();
+    // SAFETY: the thread's errno slot.
+    let e = unsafe { *slot };
     let r = std::panic::catch_unwind(core::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         crate::table::LOST.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         R::default()
     });
-    crate::sys::set_errno(e);
+    // SAFETY: as above.
+    unsafe { *slot = e };
     r
 }
 

@@ -284,6 +284,13 @@ pub fn write_all(fd: c_int, mut buf: &[u8]) -> bool {
     true
 }
 
+/// The calling thread's errno slot (valid for the thread's lifetime).
+#[inline(always)]
+pub fn errno_slot() -> *mut c_int {
+    // SAFETY: __errno_location has no preconditions.
+    unsafe { libc::__errno_location() }
+}
+
 /// The calling thread's errno.
 pub fn errno() -> c_int {
     // SAFETY: __errno_location returns the thread's errno slot.
