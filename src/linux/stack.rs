@@ -893,7 +893,8 @@ pub fn walk_from(
             let uses_bp = rule & (1 << 8) != 0;
             let base = if uses_bp { r.bp } else { r.sp };
             let cfa = base.wrapping_add((rule >> 32) as i32 as i64 as u64);
-            if cfa <= r.sp || cfa - r.sp > (1 << 24) || cfa & 7 != 0 {
+            // Above sp (cfa - sp - 1 wraps when cfa <= sp), at most 16 MiB above, 8-aligned.
+            if cfa.wrapping_sub(r.sp).wrapping_sub(1) >= (1 << 24) || cfa & 7 != 0 {
                 break;
             }
             // SAFETY: cfa lies above the current sp within the thread's stack, per the CFI of this frame.
