@@ -448,7 +448,8 @@ impl Shard {
         if self.ring.is_null() && !self.make_ring() {
             return;
         }
-        // SAFETY: the ring has RING entries and ring_next < RING.
+        // SAFETY: the ring has RING entries and ring_next < RING (a raw write: this is every free's path, and
+        // `ring_mut` would check for null again).
         unsafe { *self.ring.add(self.ring_next % RING) = Freed { block, free_stack } };
         self.ring_next = (self.ring_next + 1) % RING;
     }
@@ -472,12 +473,19 @@ impl Shard {
         unsafe { core::slice::from_raw_parts(self.ring, RING) }
     }
 
+    /// The ring's entries, writable (empty before the shard's first free).
+    fn ring_mut(&mut self) -> &mut [Freed] {
+        if self.ring.is_null() {
+            return &mut [];
+        }
+        // SAFETY: as for `ring`; the shard (and so the ring) is borrowed mutably.
+        unsafe { core::slice::from_raw_parts_mut(self.ring, RING) }
+    }
+
     /// Drops `addr` from the ring (a block lost at that address: see `insert`). Cold: the tracer is out of memory.
     #[cold]
     fn forget_freed(&mut self, addr: u64) {
-        for k in 0..self.ring().len() {
-            // SAFETY: k < RING, inside the ring.
-            let f = unsafe { &mut *self.ring.add(k) };
+        for f in self.ring_mut() {
             if f.block.addr() == addr {
                 *f = Freed::default();
             }
