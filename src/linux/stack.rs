@@ -361,13 +361,13 @@ struct QuickSet {
     ways: [Quick; QUICK_WAYS],
     /// The way the next cached walk replaces (round robin).
     next: u32,
-    /// Walks cached here since the set last answered one: past `QUICK_FUTILE`, only every eighth is cached (a
-    /// start whose stacks keep changing below it, as in a recursive-descent parser, would otherwise pay for
-    /// caching every walk and never hit).
+    /// Walks cached here since the set last answered one: past `QUICK_FUTILE`, only every `QUICK_FUTILE`-th is
+    /// cached (a start whose stacks keep changing below it, as in a recursive-descent parser, would otherwise pay
+    /// for caching every walk and never hit).
     fills: u32,
 }
 
-/// Fills without a hit after which a set caches only every eighth walk.
+/// Fills without a hit after which a set caches only one walk in this many.
 const QUICK_FUTILE: u32 = 8;
 
 /// Starts that missed the whole-walk cache recently, by hash: a start is cached at its second miss, so that
@@ -454,7 +454,8 @@ struct Finished<'a> {
     id: u32,
 }
 
-/// Caches a finished walk if its start missed in its set before (see `QuickSet::candidate`).
+/// Caches a finished walk if its start missed before (see `DOORKEEPER`) and its set is not caching in vain (see
+/// `QuickSet::fills`).
 #[cold]
 #[inline(never)]
 fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], seen: &mut [u32; DOORKEEPER], f: &Finished) {
@@ -471,7 +472,7 @@ fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], seen: &mut [u32; DOORKEEPER], 
     let Some(set) = quick.get_mut(set) else {
         return;
     };
-    if set.fills >= QUICK_FUTILE && set.fills % 8 != 0 {
+    if set.fills >= QUICK_FUTILE && set.fills % QUICK_FUTILE != 0 {
         set.fills = set.fills.wrapping_add(1);
         return;
     }

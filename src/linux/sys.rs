@@ -293,14 +293,14 @@ pub fn errno_slot() -> *mut c_int {
 
 /// The calling thread's errno.
 pub fn errno() -> c_int {
-    // SAFETY: __errno_location returns the thread's errno slot.
-    unsafe { *libc::__errno_location() }
+    // SAFETY: the thread's errno slot.
+    unsafe { *errno_slot() }
 }
 
 /// Sets the calling thread's errno (hooks restore the program's errno around tracer work).
 pub fn set_errno(e: c_int) {
-    // SAFETY: __errno_location returns the thread's errno slot.
-    unsafe { *libc::__errno_location() = e }
+    // SAFETY: the thread's errno slot.
+    unsafe { *errno_slot() = e }
 }
 
 /// Anonymous private memory straight from the kernel; null on failure. Never touches the program's heap.
