@@ -116,11 +116,11 @@ fn expand(pattern: &[u8], pid: u32, n: u32, out: &mut [u8; PATH_MAX]) -> usize {
         let mut d = [0u8; 20];
         match (pattern[i], pattern.get(i + 1)) {
             (b'%', Some(b'p')) => {
-                push(sys::fmt_u64(pid as u64, &mut d), &mut len);
+                push(crate::json::fmt_u64(pid as u64, &mut d), &mut len);
                 i += 2;
             }
             (b'%', Some(b'n')) => {
-                push(sys::fmt_u64(n as u64, &mut d), &mut len);
+                push(crate::json::fmt_u64(n as u64, &mut d), &mut len);
                 i += 2;
             }
             (b'%', Some(b'%')) => {
@@ -195,9 +195,9 @@ fn write_for((pid, ppid): (u32, u32), reason: Reason, detail: &str, crash: bool)
     let mut tlen = plen;
     for part in [
         &b".tmp."[..],
-        sys::fmt_u64(pid as u64, &mut [0u8; 20]),
+        crate::json::fmt_u64(pid as u64, &mut [0u8; 20]),
         b".",
-        sys::fmt_u64(n as u64, &mut [0u8; 20]),
+        crate::json::fmt_u64(n as u64, &mut [0u8; 20]),
     ] {
         tmp[tlen..tlen + part.len()].copy_from_slice(part);
         tlen += part.len();

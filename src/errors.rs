@@ -160,9 +160,9 @@ pub fn report(e: Error) {
             b"heapledger: ",
             KIND_NAMES[e.kind as usize].as_bytes(),
             b" of pointer ",
-            crate::sys::fmt_u64(e.addr, &mut a),
+            crate::json::fmt_u64(e.addr, &mut a),
             b" (",
-            crate::sys::fmt_u64(e.size, &mut b),
+            crate::json::fmt_u64(e.size, &mut b),
             b" bytes) via ",
             FREE_NAMES[e.freed_with as usize].as_bytes(),
         ]);

@@ -50,47 +50,14 @@ impl Out {
     /// millions of return addresses (a one-digit-at-a-time format and a copy per number were ~45 % of the
     /// instructions of a program with 50k distinct stacks).
     #[inline]
-    pub fn num(&mut self, mut v: u64) {
-        const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
+    pub fn num(&mut self, v: u64) {
         if self.len + 20 > BUF {
             self.flush();
         }
-        // Digits end at tmp[20], written backwards two at a time (eight-digit chunks in 32-bit arithmetic); then
-        // 20 bytes are copied from where they start: a fixed-size copy, and the bytes after the number are
-        // overwritten by whatever comes next.
+        // The digits end at tmp[20]; then 20 bytes are copied from where they start: a fixed-size copy, and the
+        // bytes after the number are overwritten by whatever comes next.
         let mut tmp = [0u8; 40];
-        let mut i = 20usize;
-        let pair = |tmp: &mut [u8; 40], i: usize, r: u32| {
-            let r = r as usize * 2;
-            tmp[i] = PAIRS[r];
-            tmp[i + 1] = PAIRS[r + 1];
-        };
-        while v >= 100_000_000 {
-            let mut c = (v % 100_000_000) as u32;
-            v /= 100_000_000;
-            for _ in 0..4 {
-                i -= 2;
-                pair(&mut tmp, i, c % 100);
-                c /= 100;
-            }
-        }
-        let mut c = v as u32;
-        while c >= 100 {
-            i -= 2;
-            pair(&mut tmp, i, c % 100);
-            c /= 100;
-        }
-        if c >= 10 {
-            i -= 2;
-            pair(&mut tmp, i, c);
-        } else {
-            i -= 1;
-            tmp[i] = b'0' + c as u8;
-        }
+        let i = digits_before(v, &mut tmp, 20);
         if let Some(dst) = self.buf.get_mut(self.len..self.len + 20) {
             dst.copy_from_slice(&tmp[i..i + 20]);
             self.len += 20 - i;
@@ -178,4 +145,52 @@ impl Out {
     pub fn ok(&self) -> bool {
         self.ok
     }
+}
+
+/// Formats `v` in decimal into `buf`, returning the digits (file names, messages; no allocation).
+pub fn fmt_u64(v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let start = digits_before(v, buf, 20);
+    &buf[start..]
+}
+
+/// Writes `v` in decimal so that its last digit lands at `buf[end - 1]`, and returns where its first digit is.
+/// Two digits at a time from a table, in eight-digit chunks of 32-bit arithmetic: a dump's stack table is
+/// millions of return addresses (a digit at a time, plus a copy per number, was ~45 % of the instructions of a
+/// program with 50k distinct stacks). `end` must leave room for 20 digits (`u64::MAX`).
+#[inline(always)]
+fn digits_before(mut v: u64, buf: &mut [u8], end: usize) -> usize {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+    let mut i = end;
+    let mut pair = |i: usize, r: u32| {
+        let r = r as usize * 2;
+        buf[i] = PAIRS[r];
+        buf[i + 1] = PAIRS[r + 1];
+    };
+    while v >= 100_000_000 {
+        let mut c = (v % 100_000_000) as u32;
+        v /= 100_000_000;
+        for _ in 0..4 {
+            i -= 2;
+            pair(i, c % 100);
+            c /= 100;
+        }
+    }
+    let mut c = v as u32;
+    while c >= 100 {
+        i -= 2;
+        pair(i, c % 100);
+        c /= 100;
+    }
+    if c >= 10 {
+        i -= 2;
+        pair(i, c);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + c as u8;
+    }
+    i
 }

@@ -83,7 +83,7 @@ fn thread_alive(tid: u64) -> bool {
     let prefix = b"/proc/self/task/";
     path[..prefix.len()].copy_from_slice(prefix);
     let mut d = [0u8; 20];
-    let digits = crate::sys::fmt_u64(tid, &mut d);
+    let digits = crate::json::fmt_u64(tid, &mut d);
     path[prefix.len()..prefix.len() + digits.len()].copy_from_slice(digits);
     // SAFETY: NUL-terminated path (the buffer is zeroed beyond the digits).
     unsafe { libc::access(path.as_ptr().cast(), libc::F_OK) == 0 }

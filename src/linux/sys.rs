@@ -389,17 +389,3 @@ static STDERR_ID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64:
 pub fn remember_stderr() {
     STDERR_ID.store(stderr_id(), core::sync::atomic::Ordering::Relaxed);
 }
-
-/// Formats `v` in decimal into `buf`, returning the digits.
-pub fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    &buf[i..]
-}

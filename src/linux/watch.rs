@@ -445,7 +445,7 @@ fn proc_stat(pid: usize, field: usize) -> Option<u64> {
     let mut n = 0;
     for part in [
         &b"/proc/"[..],
-        crate::sys::fmt_u64(pid as u64, &mut [0u8; 20]),
+        crate::json::fmt_u64(pid as u64, &mut [0u8; 20]),
         b"/stat\0",
     ] {
         path[n..n + part.len()].copy_from_slice(part);
@@ -498,7 +498,7 @@ fn describe(status: Option<i32>, out: &mut [u8]) -> (crate::dump::Reason, usize)
     let reason = match status {
         Some(s) if s & 0x7f == 0 => {
             put(b"exit_group system call with status ");
-            put(crate::sys::fmt_u64(
+            put(crate::json::fmt_u64(
                 ((s >> 8) & 0xff) as u64,
                 &mut [0u8; 20],
             ));

@@ -278,7 +278,7 @@ pub fn print_error(e: &crate::errors::Error) {
         b" of ",
         crate::sys::fmt_hex(e.addr, &mut a),
         b" (",
-        crate::sys::fmt_u64(e.size, &mut b),
+        crate::json::fmt_u64(e.size, &mut b),
         b" bytes) from ",
         alloc,
         b" via ",

@@ -709,20 +709,6 @@ pub fn eprint(parts: &[&[u8]]) {
     set_errno(e);
 }
 
-/// Formats `v` in decimal into `buf`, returning the digits.
-pub fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    &buf[i..]
-}
-
 /// Formats `v` as `0x…` lowercase hex into `buf`, returning the text.
 pub fn fmt_hex(v: u64, buf: &mut [u8; 18]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
