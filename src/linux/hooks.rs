@@ -201,6 +201,61 @@ fn guarded<R: Default>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+// ---- sampling mode's fast paths ------------------------------------------------------------------------------
+//
+// In sampling mode most calls record nothing: an allocation that does not reach the next sample point, a free of a
+// block that cannot be sampled. Those are decided before the real call and counted; the real function is then
+// called last, with nothing of the tracer's left to run after it (a tail call: no frame of ours, no callee-saved
+// registers, no busy flag). A hook entered during that real call is therefore not marked internal: it is the
+// program's own (a signal handler's); glibc's malloc and free call no interposed function themselves.
+
+/// Whether sampling mode is on (the hooks' first test: one load of a read-mostly line).
+#[inline(always)]
+fn sampling() -> bool {
+    crate::config::SAMPLE.load(core::sync::atomic::Ordering::Relaxed) != 0
+}
+
+/// The real functions, when sampling mode leaves an allocation of `size` bytes unsampled (counted here); `None`
+/// takes the full path (tracing, a thread inside the tracer, a sample point reached, queued handler updates).
+#[inline(always)]
+fn unsampled_alloc(size: usize) -> Option<&'static Real> {
+    use core::sync::atomic::Ordering::Relaxed;
+    if !sampling() || !real::ready() {
+        return None;
+    }
+    // SAFETY: the TLS block is valid for the thread's lifetime and only this thread touches it.
+    let t = unsafe { &mut *thread::current() };
+    // rng == 0: the thread's first sample point is not drawn yet (wants_entry draws it).
+    if t.busy != 0 || t.family_override != 0 || t.rng == 0 || DEFERRED_ANYWHERE.load(Relaxed) != 0 {
+        return None;
+    }
+    // The same decision as record::wants_entry: the allocation is sampled when it reaches the sample point.
+    if t.sample_left <= 0 || size as u64 >= t.sample_left as u64 {
+        return None;
+    }
+    t.sample_left -= size as i64;
+    crate::counters::allocated(t, size as u64);
+    Some(real_fns())
+}
+
+/// The real functions, when sampling mode can release `p` without a lookup (no sampled block lives where it
+/// points; counted here). `None` takes the full path.
+#[inline(always)]
+fn unsampled_release(p: *mut c_void) -> Option<&'static Real> {
+    use core::sync::atomic::Ordering::Relaxed;
+    if !sampling() || p.is_null() || !real::ready() || real::in_arena(p) {
+        return None;
+    }
+    // SAFETY: as in unsampled_alloc.
+    let t = unsafe { &mut *thread::current() };
+    if t.busy != 0 || DEFERRED_ANYWHERE.load(Relaxed) != 0 || crate::table::maybe_sampled(p as u64)
+    {
+        return None;
+    }
+    crate::counters::freed(t, 0);
+    Some(real_fns())
+}
+
 /// Allocation through `alloc`, recorded with family `fam` and size `size`.
 #[inline(always)]
 fn traced_alloc(
@@ -209,6 +264,9 @@ fn traced_alloc(
     fam: u8,
     alloc: impl FnOnce(&Real) -> *mut c_void,
 ) -> *mut c_void {
+    if let Some(r) = unsampled_alloc(size) {
+        return alloc(r);
+    }
     match mode() {
         Mode::Early => real::arena_alloc(size, align),
         Mode::Internal(may_wait) => {
@@ -263,6 +321,10 @@ fn traced_free(p: *mut c_void, how: FreeFn) -> bool {
 
 #[inline(always)]
 fn release(p: *mut c_void, how: FreeFn) {
+    if let Some(r) = unsampled_release(p) {
+        // SAFETY: a block the real allocator handed out, released once.
+        return unsafe { (r.free)(p) };
+    }
     if traced_free(p, how) {
         // SAFETY: a block the real allocator handed out, released once.
         unsafe { (real_fns().free)(p) };
@@ -274,6 +336,27 @@ fn release(p: *mut c_void, how: FreeFn) {
 /// `malloc(3)`.
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    if sampling() {
+        malloc_sampled(size)
+    } else {
+        malloc_full(size)
+    }
+}
+
+/// `malloc` in sampling mode: an unsampled allocation goes straight to the real malloc.
+#[inline(never)]
+extern "C" fn malloc_sampled(size: usize) -> *mut c_void {
+    if let Some(r) = unsampled_alloc(size) {
+        // SAFETY: forwarding to the real malloc.
+        return unsafe { (r.malloc)(size) };
+    }
+    malloc_full(size)
+}
+
+/// `malloc`, traced. Out of line and entered by tail calls, so that `malloc` itself needs no frame and this
+/// one's takes its place: the walk starts here, one frame below the program's caller, as if inlined.
+#[inline(never)]
+extern "C" fn malloc_full(size: usize) -> *mut c_void {
     // SAFETY: forwarding to the real malloc.
     traced_alloc(size, 16, family::MALLOC, |r| unsafe { (r.malloc)(size) })
 }
@@ -281,6 +364,26 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 /// `free(3)`.
 #[no_mangle]
 pub extern "C" fn free(p: *mut c_void) {
+    if sampling() {
+        free_sampled(p)
+    } else {
+        free_full(p)
+    }
+}
+
+/// `free` in sampling mode: a block that cannot be sampled goes straight to the real free.
+#[inline(never)]
+extern "C" fn free_sampled(p: *mut c_void) {
+    if let Some(r) = unsampled_release(p) {
+        // SAFETY: a block the real allocator handed out, released once.
+        return unsafe { (r.free)(p) };
+    }
+    free_full(p)
+}
+
+/// `free`, traced (see `malloc_full`).
+#[inline(never)]
+extern "C" fn free_full(p: *mut c_void) {
     release(p, FreeFn::Free);
 }
 
