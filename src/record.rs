@@ -102,9 +102,9 @@ pub fn on_alloc(t: &mut ThreadState, p: u64, size: u64, fam: u8, stack: u32) {
     // The override is for the block the C++ runtime's operator new allocates after ours failed: through an
     // aligned function (the aligned new, whatever size it rounded to) or through malloc at the requested size
     // (not the exception object that a failing new allocates with malloc before it throws).
-    let runtime_block =
-        fam == family::ALIGNED || (size >= t.override_size && size - t.override_size < 65536);
-    let fam = if t.family_override != 0 && runtime_block {
+    let fam = if t.family_override != 0
+        && (fam == family::ALIGNED || (size >= t.override_size && size - t.override_size < 65536))
+    {
         (t.family_override - 1) as u8
     } else {
         fam
@@ -115,7 +115,7 @@ pub fn on_alloc(t: &mut ThreadState, p: u64, size: u64, fam: u8, stack: u32) {
     if config::SAMPLE.load(Ordering::Relaxed) != 0 {
         table::sampled_added(p);
     }
-    let mut shard = table::shard_of(p).lock();
+    let mut shard = table::shard_of_hinted(p, &mut t.window).lock();
     shard.totals.allocations += 1;
     shard.totals.bytes_allocated += size;
     if !shard.insert(b) {
@@ -208,7 +208,7 @@ pub fn on_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) -> Set
         return Settle::Unknown;
     }
     let removed = {
-        let mut shard = table::shard_of(p).lock();
+        let mut shard = table::shard_of_hinted(p, &mut t.window).lock();
         let r = shard.remove(p);
         if let Some(b) = r {
             if sampling && b.family() != family::INTERNAL {

@@ -33,6 +33,9 @@ pub struct ThreadState {
     pub memo_busy: u32,
     /// Padding (mirrors the C struct).
     pub reserved: u32,
+    /// The ledger window of the last 64 MiB region this thread recorded a block in, as `table` maps them
+    /// (`(region + 1) << 16 | window`, 0: none yet): a thread's blocks mostly lie in its own arena.
+    pub window: u64,
 }
 
 /// The calling thread's state. Never null, never allocates.

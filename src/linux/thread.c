@@ -16,6 +16,7 @@ struct hl_thread {
     uint64_t memos;         /* the unwinder's memory of recent walks (mmap'd on first use; 1: none any more) */
     uint32_t memo_busy;     /* non-zero while a walk uses it */
     uint32_t reserved;
+    uint64_t window;        /* the ledger window of the last region this thread touched: (region + 1) << 16 | window */
 };
 
 static __thread struct hl_thread hl_tls __attribute__((tls_model("initial-exec")));

@@ -92,6 +92,7 @@ static mut OVERFLOW: WinThread = WinThread {
         memos: 0,
         memo_busy: 0,
         reserved: 0,
+        window: 0,
     },
     nested_heap: 0,
     via_fn: 0,
