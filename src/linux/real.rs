@@ -264,8 +264,8 @@ fn arena_base() -> usize {
 /// True if `p` was handed out by the bootstrap arena.
 #[inline(always)]
 pub fn in_arena(p: *mut c_void) -> bool {
-    let a = p as usize;
-    a >= arena_base() && a < arena_base() + ARENA_SIZE
+    // One compare: below the arena wraps to a huge distance.
+    (p as usize).wrapping_sub(arena_base()) < ARENA_SIZE
 }
 
 /// Size of an arena block (stored in the 16 bytes before it).
