@@ -68,11 +68,25 @@ pub fn release(token: usize) {
 #[inline(always)]
 fn add(c: &AtomicU64, v: u64, owned: bool) {
     if owned {
-        // Only this thread writes the stripe: a plain read-modify-write, still a single atomic store for readers.
-        c.store(c.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+        add_owned(c, v);
     } else {
         c.fetch_add(v, Ordering::Relaxed);
     }
+}
+
+/// Adds to a counter only this thread writes. One `add` to memory without the lock prefix: other threads read a
+/// whole value (aligned 8-byte stores are atomic), and a signal handler of this thread that counts too cannot
+/// fall between a load and its store (sampling mode's fast paths count with no busy flag set, see hooks.rs).
+#[inline(always)]
+fn add_owned(c: &AtomicU64, v: u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `c` is a valid, aligned u64 (an AtomicU64); the instruction reads and writes only it.
+    unsafe {
+        core::arch::asm!("add qword ptr [{c}], {v}", c = in(reg) c.as_ptr(), v = in(reg) v,
+                         options(nostack));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    c.fetch_add(v, Ordering::Relaxed);
 }
 
 #[inline(always)]
