@@ -291,17 +291,61 @@ fn locked_copy_classified(roots: &crate::reach::Roots) -> Option<(Vec<Block>, Ve
     Some((v, class, totals))
 }
 
+/// The stack ids a dump names (its blocks and errors): only their frames are written, every other stack as `[]`,
+/// which keeps each id at its index. An exit dump named 15.6k of cc1plus's 115k interned stacks; writing all
+/// of them made a 23 MiB file of 2.7M numbers, 3 % of the traced run's instructions.
+struct Refs {
+    /// A bit per id below `limit`; ids interned since the dump started (at or past `limit`) are always written.
+    bits: Vec<u64>,
+    limit: u32,
+    /// Write every stack: a crash dump (no allocation there, and the crash record names one more), or no memory
+    /// for the bits.
+    all: bool,
+}
+
+impl Refs {
+    fn new(all: bool) -> Refs {
+        let limit = intern::count();
+        let mut bits = Vec::new();
+        let all = all || bits.try_reserve_exact(limit as usize / 64 + 1).is_err();
+        if !all {
+            bits.resize(limit as usize / 64 + 1, 0);
+        }
+        Refs { bits, limit, all }
+    }
+
+    fn mark(&mut self, id: u32) {
+        if let Some(w) = self.bits.get_mut(id as usize / 64) {
+            *w |= 1 << (id % 64);
+        }
+    }
+
+    fn named(&self, id: u32) -> bool {
+        self.all
+            || id >= self.limit
+            || self
+                .bits
+                .get(id as usize / 64)
+                .is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+}
+
 /// Writes the live blocks shard by shard: each shard is copied into a buffer under its lock (the only pause
 /// the program sees) and written after the lock is released. The buffer is sized before the lock is taken,
 /// so no allocation happens while a shard is held. Returns the totals read together with the blocks, and the
 /// number and bytes of the blocks written.
-fn stream_blocks(out: &mut Out, crash: bool, first: &mut bool) -> (Totals, u64, u64) {
+fn stream_blocks(
+    out: &mut Out,
+    crash: bool,
+    first: &mut bool,
+    refs: &mut Refs,
+) -> (Totals, u64, u64) {
     let mut totals = Totals::default();
     let (mut count, mut bytes) = (0u64, 0u64);
     let mut put = |out: &mut Out, b: &Block, first: &mut bool| {
         count += 1;
         bytes += b.size();
-        write_block(out, b, 0, first);
+        write_block(out, b, 0, first, refs);
     };
     let mut buf: Vec<Block> = Vec::new();
     for i in 0..table::SHARDS {
@@ -360,7 +404,8 @@ fn stream_blocks(out: &mut Out, crash: bool, first: &mut bool) -> (Totals, u64, 
     (totals, count, bytes)
 }
 
-fn write_block(out: &mut Out, b: &Block, class: u8, first: &mut bool) {
+fn write_block(out: &mut Out, b: &Block, class: u8, first: &mut bool, refs: &mut Refs) {
+    refs.mark(b.stack());
     out.raw(if *first { b"\n[" } else { b",\n[" });
     *first = false;
     out.num(b.addr());
@@ -442,6 +487,7 @@ fn body(out: &mut Out, reason: Reason, detail: &str, (pid, ppid): (u32, u32), n:
 
     // Blocks first, then errors, then stacks: every stack id they name is below the count read afterwards.
     let final_dump = matches!(reason, Reason::Exit | Reason::UnderscoreExit);
+    let mut refs = Refs::new(crash || reason == Reason::Crash);
     out.key("blocks");
     out.raw(b"[");
     let mut first = true;
@@ -453,12 +499,12 @@ fn body(out: &mut Out, reason: Reason, detail: &str, (pid, ppid): (u32, u32), n:
     let (mut totals, live_blocks, live_bytes) = match classified {
         Some((v, classes, t)) => {
             for (b, c) in v.iter().zip(classes.iter()) {
-                write_block(out, b, *c, &mut first);
+                write_block(out, b, *c, &mut first, &mut refs);
             }
             let bytes = v.iter().map(|b| b.size()).sum::<u64>();
             (t, v.len() as u64, bytes)
         }
-        None => stream_blocks(out, crash, &mut first),
+        None => stream_blocks(out, crash, &mut first, &mut refs),
     };
     // Windows: blocks still live when their heap was destroyed stay in every dump, as that heap's leaks.
     #[cfg(windows)]
@@ -466,7 +512,7 @@ fn body(out: &mut Out, reason: Reason, detail: &str, (pid, ppid): (u32, u32), n:
         let (mut n, mut bytes) = (live_blocks, live_bytes);
         if !crash {
             crate::platform::heaps::for_each_retired(|b| {
-                write_block(out, b, 0, &mut first);
+                write_block(out, b, 0, &mut first, &mut refs);
                 n += 1;
                 bytes += b.size();
             });
@@ -478,7 +524,7 @@ fn body(out: &mut Out, reason: Reason, detail: &str, (pid, ppid): (u32, u32), n:
 
     out.key("errors");
     out.raw(b"[");
-    let write_errors = |out: &mut Out, kept: &[errors::Error]| {
+    let write_errors = |out: &mut Out, kept: &[errors::Error], refs: &mut Refs| {
         for (i, e) in kept.iter().enumerate() {
             out.raw(if i == 0 { b"\n{" } else { b",\n{" });
             out.key("kind");
@@ -534,6 +580,7 @@ fn body(out: &mut Out, reason: Reason, detail: &str, (pid, ppid): (u32, u32), n:
                 if v == errors::NO_STACK {
                     out.raw(b"null");
                 } else {
+                    refs.mark(v);
                     out.num(v as u64);
                 }
             }
@@ -541,9 +588,9 @@ fn body(out: &mut Out, reason: Reason, detail: &str, (pid, ppid): (u32, u32), n:
         }
     };
     if crash {
-        errors::with_kept_unlocked(|k| write_errors(out, k));
+        errors::with_kept_unlocked(|k| write_errors(out, k, &mut refs));
     } else {
-        errors::with_kept(|k| write_errors(out, k));
+        errors::with_kept(|k| write_errors(out, k, &mut refs));
     }
     out.raw(b"],\n");
 
@@ -552,7 +599,7 @@ fn body(out: &mut Out, reason: Reason, detail: &str, (pid, ppid): (u32, u32), n:
     out.raw(b"[");
     for id in 0..nstacks {
         out.raw(if id == 0 { b"\n[" } else { b",\n[" });
-        if let Some(frames) = intern::get(id) {
+        if let Some(frames) = intern::get(id).filter(|_| refs.named(id)) {
             for (i, f) in frames.iter().enumerate() {
                 if i > 0 {
                     out.byte(b',');

@@ -215,3 +215,53 @@ fn manifest_lists_every_dump() {
     assert_eq!(listed, on_disk);
     assert_eq!(listed.len(), 2);
 }
+
+/// A dump writes the frames of the stacks its blocks and errors name; every other interned stack (freed blocks'
+/// allocations, free stacks no error needs) is written as `[]`, keeping each id at its index.
+#[test]
+fn stacks_no_block_or_error_names_are_written_empty() {
+    let scratch = Scratch::new("dump-stacks");
+    let t = traced(&scratch, &compile("dump_stacks.c", &["-O0"]), &[]);
+    let d = t.dump();
+    let stacks = d.json["stacks"].as_array().expect("stacks");
+    let mut named: Vec<u64> = d.blocks().iter().map(|b| b.stack).collect();
+    let errors = d.json["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    for k in ["stack", "alloc_stack", "first_free_stack"] {
+        named.push(u(&errors[0][k]));
+    }
+    named.sort();
+    named.dedup();
+    // Three live blocks from one site, and the double free's three distinct stacks.
+    assert_eq!(d.blocks().len(), 3);
+    assert_eq!(named.len(), 4, "{named:?}");
+    for id in 0..stacks.len() as u64 {
+        let frames = stacks[id as usize].as_array().expect("a stack is an array");
+        assert_eq!(
+            !frames.is_empty(),
+            named.contains(&id),
+            "stack {id}: {frames:?} (named: {named:?})"
+        );
+    }
+    // The fifty `dropped` blocks interned at least their allocation stack and a free stack: both written empty.
+    assert!(stacks.len() as u64 >= 1 + 4 + 2, "{} stacks", stacks.len());
+
+    // The report still resolves what it shows.
+    let r = d.report();
+    let leaks = r["leaks"].as_array().expect("leaks");
+    assert_eq!(leaks.len(), 1, "{leaks:?}");
+    assert_eq!(functions(&leaks[0]["frames"])[0].as_deref(), Some("kept"));
+    let item = &r["errors"]["items"][0];
+    assert_eq!(
+        functions(&item["stacks"]["alloc"])[0].as_deref(),
+        Some("twice")
+    );
+    assert_eq!(
+        functions(&item["stacks"]["free"])[0].as_deref(),
+        Some("release")
+    );
+    assert_eq!(
+        functions(&item["stacks"]["first_free"])[0].as_deref(),
+        Some("release")
+    );
+}
