@@ -281,7 +281,7 @@ fn traced_alloc(
             let p = alloc(real_fns());
             t.busy = thread::BUSY_HOOK;
             if !p.is_null() && record::wants_entry(t, size as u64) {
-                let stack = record::stack_id(record::alloc_depth());
+                let stack = record::stack_id_of(t, record::alloc_depth());
                 guarded(|| record::on_alloc(t, p as u64, size as u64, fam, stack));
             }
             t.busy = 0;
@@ -310,7 +310,7 @@ fn traced_free(p: *mut c_void, how: FreeFn) -> bool {
                 return true;
             }
             t.busy = 1;
-            let stack = record::stack_id(record::free_depth());
+            let stack = record::stack_id_of(t, record::free_depth());
             let s = guarded(|| record::on_free(t, p as u64, how, stack));
             t.busy = 0;
             apply_deferred();
@@ -403,7 +403,7 @@ pub extern "C" fn calloc(n: usize, m: usize) -> *mut c_void {
             if !p.is_null() {
                 let size = record::tracer_share_removed(total as u64, m);
                 if record::wants_entry(t, size) {
-                    let stack = record::stack_id(record::alloc_depth());
+                    let stack = record::stack_id_of(t, record::alloc_depth());
                     guarded(|| record::on_alloc(t, p as u64, size, family::MALLOC, stack));
                 }
             }
@@ -453,7 +453,7 @@ fn realloc_common(
         }
         Mode::Traced(t) => {
             t.busy = 1;
-            let free_stack = record::stack_id(record::free_depth());
+            let free_stack = record::stack_id_of(t, record::free_depth());
             let settled = guarded(|| record::on_free(t, p as u64, how, free_stack));
             let q = match settled {
                 Settle::Rejected => {
@@ -465,7 +465,7 @@ fn realloc_common(
                     let q = call(real_fns());
                     t.busy = thread::BUSY_HOOK;
                     if !q.is_null() {
-                        let stack = record::stack_id(record::alloc_depth());
+                        let stack = record::stack_id_of(t, record::alloc_depth());
                         guarded(|| {
                             record::on_alloc(t, q as u64, size as u64, family::MALLOC, stack)
                         });
@@ -479,7 +479,7 @@ fn realloc_common(
                     let q = call(real_fns());
                     t.busy = thread::BUSY_HOOK;
                     if !q.is_null() && record::wants_entry(t, size as u64) {
-                        let stack = record::stack_id(record::alloc_depth());
+                        let stack = record::stack_id_of(t, record::alloc_depth());
                         guarded(|| {
                             record::on_alloc(t, q as u64, size as u64, family::MALLOC, stack)
                         });

@@ -850,13 +850,12 @@ pub fn start() -> Start {
     Start(capture())
 }
 
-/// The stack id and walk of a stack identical to one in the thread's whole-walk cache, if it is there: the
-/// part of a walk small enough to inline into every hook. `None`: walk with [`walk_from`].
+/// The stack id and walk of a stack identical to one in the thread's whole-walk cache (`t`: the calling thread's
+/// state), if it is there: the part of a walk small enough to inline into every hook. `None`: walk with
+/// [`walk_from`].
 #[inline(always)]
-pub fn quick(s: Start, depth: u32) -> Option<(Walk, u32)> {
+pub fn quick(t: &mut crate::thread::ThreadState, s: Start, depth: u32) -> Option<(Walk, u32)> {
     let gen = GENERATION.load(Ordering::Acquire);
-    // SAFETY: this thread's own state.
-    let t = unsafe { &mut *crate::thread::current() };
     if t.memo_busy != 0 || t.memos <= MEMOS_NONE {
         return None;
     }

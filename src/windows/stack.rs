@@ -275,7 +275,7 @@ pub fn start() -> Start {
 
 /// Windows keeps no whole-walk cache: always `None`.
 #[inline(always)]
-pub fn quick(_: Start, _: u32) -> Option<(Walk, u32)> {
+pub fn quick(_: &mut crate::thread::ThreadState, _: Start, _: u32) -> Option<(Walk, u32)> {
     None
 }
 
