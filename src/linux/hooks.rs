@@ -267,6 +267,17 @@ fn traced_alloc(
     if let Some(r) = unsampled_alloc(size) {
         return alloc(r);
     }
+    traced_alloc_full(size, align, fam, alloc)
+}
+
+/// [`traced_alloc`] past sampling mode's fast path (`malloc` has taken it already).
+#[inline(always)]
+fn traced_alloc_full(
+    size: usize,
+    align: usize,
+    fam: u8,
+    alloc: impl FnOnce(&Real) -> *mut c_void,
+) -> *mut c_void {
     match mode() {
         Mode::Early => real::arena_alloc(size, align),
         Mode::Internal(may_wait) => {
@@ -325,6 +336,12 @@ fn release(p: *mut c_void, how: FreeFn) {
         // SAFETY: a block the real allocator handed out, released once.
         return unsafe { (r.free)(p) };
     }
+    release_full(p, how);
+}
+
+/// [`release`] past sampling mode's fast path (`free` has taken it already).
+#[inline(always)]
+fn release_full(p: *mut c_void, how: FreeFn) {
     if traced_free(p, how) {
         // SAFETY: a block the real allocator handed out, released once.
         unsafe { (real_fns().free)(p) };
@@ -358,7 +375,7 @@ extern "C" fn malloc_sampled(size: usize) -> *mut c_void {
 #[inline(never)]
 extern "C" fn malloc_full(size: usize) -> *mut c_void {
     // SAFETY: forwarding to the real malloc.
-    traced_alloc(size, 16, family::MALLOC, |r| unsafe { (r.malloc)(size) })
+    traced_alloc_full(size, 16, family::MALLOC, |r| unsafe { (r.malloc)(size) })
 }
 
 /// `free(3)`.
@@ -384,7 +401,7 @@ extern "C" fn free_sampled(p: *mut c_void) {
 /// `free`, traced (see `malloc_full`).
 #[inline(never)]
 extern "C" fn free_full(p: *mut c_void) {
-    release(p, FreeFn::Free);
+    release_full(p, FreeFn::Free);
 }
 
 /// `calloc(3)`.
