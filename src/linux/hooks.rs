@@ -204,10 +204,10 @@ fn guarded<R: Default>(f: impl FnOnce() -> R) -> R {
 // ---- sampling mode's fast paths ------------------------------------------------------------------------------
 //
 // In sampling mode most calls record nothing: an allocation that does not reach the next sample point, a free of a
-// block that cannot be sampled. Those are decided before the real call and counted; the real function is then
-// called last, with nothing of the tracer's left to run after it (a tail call: no frame of ours, no callee-saved
-// registers, no busy flag). A hook entered during that real call is therefore not marked internal: it is the
-// program's own (a signal handler's); glibc's malloc and free call no interposed function themselves.
+// block that cannot be sampled. Those are decided before the real call, which runs without the busy flag (a
+// small frame for malloc, which counts the block once it is made; a tail call for free, counted first). A hook
+// entered during that real call is therefore not marked internal: it is the program's own (a signal handler's);
+// glibc's malloc and free call no interposed function themselves.
 
 /// Whether sampling mode is on (the hooks' first test: one load of a read-mostly line).
 #[inline(always)]
@@ -215,10 +215,11 @@ fn sampling() -> bool {
     crate::config::SAMPLE.load(core::sync::atomic::Ordering::Relaxed) != 0
 }
 
-/// The real functions, when sampling mode leaves an allocation of `size` bytes unsampled (counted here); `None`
-/// takes the full path (tracing, a thread inside the tracer, a sample point reached, queued handler updates).
+/// The real functions and the thread's state, when sampling mode leaves an allocation of `size` bytes
+/// unsampled; `None` takes the full path (tracing, a thread inside the tracer, a sample point reached, queued
+/// handler updates). The caller makes the real call and, if it succeeds, calls [`unsampled_made`].
 #[inline(always)]
-fn unsampled_alloc(size: usize) -> Option<&'static Real> {
+fn unsampled_alloc(size: usize) -> Option<(&'static Real, &'static mut ThreadState)> {
     use core::sync::atomic::Ordering::Relaxed;
     if !sampling() || !real::ready() {
         return None;
@@ -233,9 +234,16 @@ fn unsampled_alloc(size: usize) -> Option<&'static Real> {
     if t.sample_left <= 0 || size as u64 >= t.sample_left as u64 {
         return None;
     }
+    Some((real_fns(), t))
+}
+
+/// Counts an unsampled allocation of `size` bytes that the real allocator made (a failed one is not counted, as
+/// on the full path). A signal handler that allocated meanwhile may have moved the sample point: the next
+/// allocation is then sampled, as `wants_entry` decides.
+#[inline(always)]
+fn unsampled_made(t: &mut ThreadState, size: usize) {
     t.sample_left -= size as i64;
     crate::counters::allocated(t, size as u64);
-    Some(real_fns())
 }
 
 /// The real functions, when sampling mode can release `p` without a lookup (no sampled block lives where it
@@ -256,23 +264,10 @@ fn unsampled_release(p: *mut c_void) -> Option<&'static Real> {
     Some(real_fns())
 }
 
-/// Allocation through `alloc`, recorded with family `fam` and size `size`.
+/// Allocation through `alloc`, recorded with family `fam` and size `size` (no sampling fast path here: see
+/// `new_impl`).
 #[inline(always)]
 fn traced_alloc(
-    size: usize,
-    align: usize,
-    fam: u8,
-    alloc: impl FnOnce(&Real) -> *mut c_void,
-) -> *mut c_void {
-    if let Some(r) = unsampled_alloc(size) {
-        return alloc(r);
-    }
-    traced_alloc_full(size, align, fam, alloc)
-}
-
-/// [`traced_alloc`] past sampling mode's fast path (`malloc` has taken it already).
-#[inline(always)]
-fn traced_alloc_full(
     size: usize,
     align: usize,
     fam: u8,
@@ -363,9 +358,13 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 /// `malloc` in sampling mode: an unsampled allocation goes straight to the real malloc.
 #[inline(never)]
 extern "C" fn malloc_sampled(size: usize) -> *mut c_void {
-    if let Some(r) = unsampled_alloc(size) {
+    if let Some((r, t)) = unsampled_alloc(size) {
         // SAFETY: forwarding to the real malloc.
-        return unsafe { (r.malloc)(size) };
+        let p = unsafe { (r.malloc)(size) };
+        if !p.is_null() {
+            unsampled_made(t, size);
+        }
+        return p;
     }
     malloc_full(size)
 }
@@ -375,7 +374,7 @@ extern "C" fn malloc_sampled(size: usize) -> *mut c_void {
 #[inline(never)]
 extern "C" fn malloc_full(size: usize) -> *mut c_void {
     // SAFETY: forwarding to the real malloc.
-    traced_alloc_full(size, 16, family::MALLOC, |r| unsafe { (r.malloc)(size) })
+    traced_alloc(size, 16, family::MALLOC, |r| unsafe { (r.malloc)(size) })
 }
 
 /// `free(3)`.
@@ -692,7 +691,22 @@ fn new_impl(
     slow: Option<unsafe extern "C-unwind" fn(usize) -> *mut c_void>,
 ) -> *mut c_void {
     // SAFETY: forwarding.
-    let p = traced_alloc(size, 16, fam, |r| unsafe { (r.malloc)(size) });
+    // Sampling mode's fast path, as in `malloc` (the real call is malloc's). Only where the real function is
+    // malloc or free: another (glibc's reallocarray, say) may forward to an interposed one, which must then see
+    // BUSY_REAL and be recorded as internal, not counted a second time.
+    let fast = unsampled_alloc(size).map(|(r, t)| {
+        // SAFETY: forwarding to the real malloc.
+        let p = unsafe { (r.malloc)(size) };
+        if !p.is_null() {
+            unsampled_made(t, size);
+        }
+        p
+    });
+    // A failed malloc goes on to the runtime's operator new below (its new-handler, then bad_alloc), traced.
+    let p = match fast {
+        Some(p) if !p.is_null() => return p,
+        _ => traced_alloc(size, 16, fam, |r| unsafe { (r.malloc)(size) }),
+    };
     if !p.is_null() || !real::ready() {
         return p;
     }
