@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 const SERVER: &str = "trend/server.c";
 const CRASH: &str = "trend/crash.c";
 const SAMPLE_MIX: &str = "trend/sample_mix.c";
+const SAMPLE_OOM: &str = "trend/sample_oom.c";
 const SIGABRT: i32 = 6;
 const SIGKILL: i32 = 9;
 const SIGSEGV: i32 = 11;
@@ -633,4 +634,24 @@ fn sampling_estimates_live_bytes_within_ten_percent() {
         "{}",
         text.stdout
     );
+}
+
+#[test]
+fn sampling_counts_no_allocation_for_a_failed_malloc() {
+    let prog = compile(SAMPLE_OOM, &[]);
+    let scratch = Scratch::new("trend-sample-oom");
+    let dir = scratch.dump_dir();
+    let out = run(traced_command(&prog, &dir)
+        .env("HEAPLEDGER_SAMPLE", "64KiB")
+        .current_dir(&scratch.path));
+    out.assert_success();
+    let made = out.value("allocations");
+    // The address-space limit was reached: malloc returned NULL once.
+    assert_eq!(out.value("failed"), 1);
+    assert!(made > 100_000, "{made} blocks before the limit");
+    let dumps = read_dumps(&dir);
+    assert_eq!(dumps.len(), 1);
+    let t = dumps[0].totals();
+    assert_eq!(t.allocations, made, "{:?}", dumps[0].json["tracer"]);
+    assert_eq!(t.bytes_allocated, 64 * made);
 }
