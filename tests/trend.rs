@@ -576,23 +576,30 @@ fn abort_leaves_a_crash_dump_and_the_same_status() {
 
 // ---- sampling -------------------------------------------------------------------------------------------------
 
-#[test]
-fn sampling_estimates_live_bytes_within_ten_percent() {
-    let prog = compile(SAMPLE_MIX, &[]);
-    let scratch = Scratch::new("trend-sample");
+/// Builds and runs `source` traced with one sample per 64 KiB; its output and its only dump (the scratch folder
+/// holding the dump lives as long as the first value).
+fn run_sampled_64k(source: &str, tag: &str) -> (Scratch, Output, Dump) {
+    let prog = compile(source, &[]);
+    let scratch = Scratch::new(tag);
     let dir = scratch.dump_dir();
-    // 64 KiB: about 1900 samples of the ~120 MB kept live, a standard error near 2.3%.
     let out = run(traced_command(&prog, &dir)
         .env("HEAPLEDGER_SAMPLE", "64KiB")
         .current_dir(&scratch.path));
     out.assert_success();
+    let mut dumps = read_dumps(&dir);
+    assert_eq!(dumps.len(), 1);
+    let d = dumps.remove(0);
+    (scratch, out, d)
+}
+
+#[test]
+fn sampling_estimates_live_bytes_within_ten_percent() {
+    // 64 KiB: about 1900 samples of the ~120 MB kept live, a standard error near 2.3%.
+    let (_scratch, out, d) = run_sampled_64k(SAMPLE_MIX, "trend-sample");
     let (allocations, bytes_allocated) = (out.value("allocations"), out.value("bytes_allocated"));
     let (live_blocks, live_bytes) = (out.value("live_blocks"), out.value("live_bytes"));
     assert_eq!((allocations, live_blocks), (1_000_000, 125_000));
 
-    let dumps = read_dumps(&dir);
-    assert_eq!(dumps.len(), 1);
-    let d = &dumps[0];
     // The sampling rate is stated in the dump...
     assert_eq!(u(&d.json["sample_bytes"]), 65_536);
     // ...counts stay exact (the program's heap use is all there is: its output goes through write(2)).
@@ -638,20 +645,12 @@ fn sampling_estimates_live_bytes_within_ten_percent() {
 
 #[test]
 fn sampling_counts_no_allocation_for_a_failed_malloc() {
-    let prog = compile(SAMPLE_OOM, &[]);
-    let scratch = Scratch::new("trend-sample-oom");
-    let dir = scratch.dump_dir();
-    let out = run(traced_command(&prog, &dir)
-        .env("HEAPLEDGER_SAMPLE", "64KiB")
-        .current_dir(&scratch.path));
-    out.assert_success();
+    let (_scratch, out, d) = run_sampled_64k(SAMPLE_OOM, "trend-sample-oom");
     let made = out.value("allocations");
     // The address-space limit was reached: malloc returned NULL once.
     assert_eq!(out.value("failed"), 1);
     assert!(made > 100_000, "{made} blocks before the limit");
-    let dumps = read_dumps(&dir);
-    assert_eq!(dumps.len(), 1);
-    let t = dumps[0].totals();
-    assert_eq!(t.allocations, made, "{:?}", dumps[0].json["tracer"]);
+    let t = d.totals();
+    assert_eq!(t.allocations, made, "{:?}", d.json["tracer"]);
     assert_eq!(t.bytes_allocated, 64 * made);
 }
