@@ -372,8 +372,9 @@ struct QuickSet {
 const QUICK_FUTILE: u32 = 8;
 
 /// Walks that missed the whole-walk cache recently, by a hash of their start and stack id: a walk is cached the
-/// second time it misses, so that one-off walks do not displace the ones that recur. Large enough that a start recurring once per request
-/// (sqlite: once per statement, after a few dozen others) is still remembered when it comes back.
+/// second time it misses, so that one-off walks do not displace the ones that recur. Large enough that a walk
+/// recurring once per request (sqlite: once per statement, after a few dozen others) is still remembered when it
+/// comes back.
 const DOORKEEPER: usize = 512;
 
 #[inline(always)]
