@@ -87,6 +87,24 @@ pub fn wants_entry(t: &mut ThreadState, size: u64) -> bool {
     true
 }
 
+/// Sampling mode's fast path (callers have checked that sampling is on), before the real call: whether an
+/// allocation of `size` bytes will stay short of the thread's next sample point (the decision `wants_entry` makes
+/// after it). The caller counts the block with [`unsampled_made`] once the allocator has made it.
+#[inline(always)]
+pub fn stays_unsampled(t: &ThreadState, size: u64) -> bool {
+    // rng == 0: the thread's first sample point is not drawn yet (wants_entry draws it).
+    t.family_override == 0 && t.rng != 0 && t.sample_left > 0 && size < t.sample_left as u64
+}
+
+/// Counts an allocation that [`stays_unsampled`] let through, once made (a failed one is not counted, as with
+/// `wants_entry`). A signal handler that allocated meanwhile may have moved the sample point: the next allocation
+/// is then sampled, as `wants_entry` decides.
+#[inline(always)]
+pub fn unsampled_made(t: &mut ThreadState, size: u64) {
+    t.sample_left -= size as i64;
+    counters::allocated(t, size);
+}
+
 /// Depth of allocation stacks.
 #[inline(always)]
 pub fn alloc_depth() -> u32 {

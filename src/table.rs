@@ -251,12 +251,13 @@ fn window_of(region: u64) -> u64 {
     region % WINDOWS
 }
 
-/// The shard of `addr`: its 64 MiB region's window, and in it a shard chosen by a hash of the 64 KiB piece the
-/// block lies in (see the module doc).
+/// The shard of `addr` in `window` (its 64 MiB region's): chosen by a hash of the 64 KiB piece the block lies in
+/// (see the module doc).
 #[inline(always)]
-fn shard_index(addr: u64) -> usize {
-    let window = window_of(addr >> 26);
-    (window * STRIPES + stripe_of(addr)) as usize
+fn shard_in(window: u64, addr: u64) -> &'static SpinLock<Shard> {
+    let stripe = (addr >> 16).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - STRIPES.trailing_zeros());
+    // Masked: a window is < WINDOWS, and the mask lets the compiler drop the bounds check.
+    &TABLE[(window * STRIPES + stripe) as usize & (SHARDS - 1)].0
 }
 
 /// Home slot of `addr` inside a shard table. Blocks are grouped by 256 bytes of address (8 positions of 32 bytes,
@@ -274,7 +275,7 @@ fn slot_hash(addr: u64) -> u64 {
 /// The shard lock for `addr`.
 #[inline(always)]
 pub fn shard_of(addr: u64) -> &'static SpinLock<Shard> {
-    &TABLE[shard_index(addr)].0
+    shard_in(window_of(addr >> 26), addr)
 }
 
 /// The shard lock for `addr`, given the calling thread's last region and window in `hint` (`(region + 1) << 16 |
@@ -291,14 +292,7 @@ pub fn shard_of_hinted(addr: u64, hint: &mut u64) -> &'static SpinLock<Shard> {
         *hint = ((region + 1) << 16) | w;
         w
     };
-    // Masked: a window is < WINDOWS, and the mask lets the compiler drop the bounds check.
-    &TABLE[(window * STRIPES + stripe_of(addr)) as usize & (SHARDS - 1)].0
-}
-
-/// The shard of `addr` inside its window: a hash of the 64 KiB piece it lies in.
-#[inline(always)]
-fn stripe_of(addr: u64) -> u64 {
-    (addr >> 16).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - STRIPES.trailing_zeros())
+    shard_in(window, addr)
 }
 
 /// Every shard lock, for fork handling and whole-table walks.
