@@ -255,7 +255,8 @@ fn window_of(region: u64) -> u64 {
 /// (see the module doc).
 #[inline(always)]
 fn shard_in(window: u64, addr: u64) -> &'static SpinLock<Shard> {
-    let stripe = (addr >> 16).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - STRIPES.trailing_zeros());
+    let stripe =
+        (addr >> 16).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - STRIPES.trailing_zeros());
     // Masked: a window is < WINDOWS, and the mask lets the compiler drop the bounds check.
     &TABLE[(window * STRIPES + stripe) as usize & (SHARDS - 1)].0
 }
