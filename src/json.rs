@@ -46,9 +46,7 @@ impl Out {
         self.len += b.len();
     }
 
-    /// A decimal number, its digits written straight into the buffer two at a time: a dump's stack table is
-    /// millions of return addresses (a one-digit-at-a-time format and a copy per number were ~45 % of the
-    /// instructions of a program with 50k distinct stacks).
+    /// A decimal number, its digits written straight into the buffer (see `digits_before` for why).
     #[inline]
     pub fn num(&mut self, v: u64) {
         if self.len + 20 > BUF {
