@@ -933,8 +933,10 @@ pub fn walk_from(
             let uses_bp = rule & (1 << 8) != 0;
             let base = if uses_bp { r.bp } else { r.sp };
             let cfa = base.wrapping_add((rule >> 32) as i32 as i64 as u64);
-            // Above sp (cfa - sp - 1 wraps when cfa <= sp), at most 16 MiB above, 8-aligned.
-            if cfa.wrapping_sub(r.sp).wrapping_sub(1) >= (1 << 24) || cfa & 7 != 0 {
+            // Above sp (cfa - sp - 1 wraps when cfa <= sp), at most 16 MiB above, 8-aligned. An rsp-based rule's
+            // offset was checked for that when it was made, and sp is always 8-aligned here (see the signal frame
+            // below): only an rbp-based CFA needs the check.
+            if uses_bp && (cfa.wrapping_sub(r.sp).wrapping_sub(1) >= (1 << 24) || cfa & 7 != 0) {
                 break;
             }
             // SAFETY: cfa lies above the current sp within the thread's stack, per the CFI of this frame.
@@ -986,6 +988,10 @@ pub fn walk_from(
                 r.sp = *((g + 15 * 8) as *const u64);
                 r.pc = *((g + 16 * 8) as *const u64);
             }
+            // Every other step leaves sp 8-aligned, which rsp-based rules rely on (see above).
+            if r.sp & 7 != 0 {
+                break;
+            }
             // The interrupted instruction is not a return address: look it up as is.
             lookup = r.pc;
             // Memos never span a signal frame: the ucontext is not a word the check re-reads.
@@ -997,9 +1003,11 @@ pub fn walk_from(
             end_uses_bp = false;
             break;
         }
-        if r.pc == 0 {
+        // A zero return address ends the stack; one above 2^47 is not user-space code on x86-64 (and the rule
+        // cache keeps 47 bits of an address).
+        if r.pc.wrapping_sub(1) >= (1 << 47) - 1 {
             end_uses_bp = false;
-            end_check = Some((r.sp.wrapping_sub(8), 0));
+            end_check = Some((r.sp.wrapping_sub(8), r.pc));
             break;
         }
         if !is_self(r.pc) {
@@ -1236,6 +1244,7 @@ pub fn walk_from(
     (w, id)
 }
 
+/// The cached rule for return address `lookup` (below 2^47) in generation `gen`, computed on a miss.
 #[inline(always)]
 fn rule_for(lookup: u64, pc: u64, gen: u64) -> u64 {
     // The slot depends on the generation bits the tag holds, and on no others: a tag can only match in its slot.
@@ -1243,15 +1252,12 @@ fn rule_for(lookup: u64, pc: u64, gen: u64) -> u64 {
     let idx =
         ((lookup ^ (gen << 48)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize;
     let slot = &CACHE[idx];
-    // The tag this address has in this generation, sequence bits aside (addresses above 2^47 are never cached:
-    // theirs is 0, which no filled slot has).
-    let want = if lookup >> 47 == 0 {
-        lookup << TAG_ADDR_SHIFT | gen << 8
-    } else {
-        0
-    };
+    // The tag this address has in this generation, sequence bits aside: the walk never looks up an address
+    // above 2^47 (it ends there), so the shift loses nothing.
+    let want = lookup << TAG_ADDR_SHIFT | gen << 8;
     let k1 = slot.tag.load(Ordering::Acquire);
-    if k1 & !0xff == want && want != 0 && k1 & 1 == 0 {
+    // Same address and generation, and an even sequence (no writer inside): `want`'s bit 0 is clear.
+    if (k1 ^ want) & !0xfe == 0 {
         let v = slot.val.load(Ordering::Relaxed);
         fence(Ordering::Acquire);
         if slot.tag.load(Ordering::Relaxed) == k1 && v != 0 {
@@ -1261,8 +1267,7 @@ fn rule_for(lookup: u64, pc: u64, gen: u64) -> u64 {
     // gimli is not ours to prove panic-free: contain it here, where it is cold.
     let v = std::panic::catch_unwind(|| rule_slow(lookup, pc)).unwrap_or(STOP);
     // Publish unless another thread is writing this slot right now (then simply skip caching).
-    if want != 0
-        && k1 & 1 == 0
+    if k1 & 1 == 0
         && slot
             .tag
             .compare_exchange(k1, k1 | 1, Ordering::Acquire, Ordering::Relaxed)
@@ -1411,6 +1416,13 @@ fn eval_fde(lookup: u64, obj: &real::DlFindObject) -> u64 {
     let Ok(cfa_off) = i32::try_from(cfa_off) else {
         return STOP;
     };
+    // The walk applies an rsp-based rule unchecked: its CFA must lie above sp, less than 16 MiB above, 8-aligned.
+    if kind == KIND_NORMAL
+        && cfa_reg == 0
+        && (cfa_off <= 0 || cfa_off >= 1 << 24 || cfa_off % 8 != 0)
+    {
+        return STOP;
+    }
     let (rbp_kind, rbp_off) = match row.register(RBP) {
         RegisterRule::Offset(o) => match i16::try_from(o) {
             Ok(o) => (1u64, o),
