@@ -71,3 +71,57 @@ fn cross_thread_frees_balance_exactly() {
         "allocated by the workers, not main"
     );
 }
+
+/// Threads that follow one another reuse the stack glibc cached and the walk memory the tracer kept for the thread
+/// before (its pages dropped and handed on): every thread's stacks are still its own.
+#[test]
+fn stacks_stay_right_across_thread_churn() {
+    let prog = compile("thread_churn.c", &["-pthread"]);
+    let scratch = Scratch::new("thread_churn");
+    let t = traced(&scratch, &prog, &[]);
+    t.out.assert_success();
+    let d = t.dump();
+    d.assert_balanced();
+    let r = d.report();
+    let leaks = r["leaks"].as_array().unwrap();
+    for (size, function, marker) in [
+        (100, "path_a", "/* PATH_A_LINE */"),
+        (101, "path_b", "/* PATH_B_LINE */"),
+        (102, "path_c", "/* PATH_C_LINE */"),
+    ] {
+        let ours: Vec<_> = leaks
+            .iter()
+            .filter(|l| u(&l["bytes"]) == 20 * size && u(&l["blocks"]) == 20)
+            .collect();
+        assert_eq!(
+            ours.len(),
+            1,
+            "one leak site of 20 blocks of {size} bytes:\n{}",
+            leaks
+                .iter()
+                .map(|l| format!(
+                    "{} x {} B\n{}",
+                    l["blocks"],
+                    l["bytes"],
+                    describe_frames(&l["frames"])
+                ))
+                .collect::<Vec<_>>()
+                .join("\n--\n")
+        );
+        assert_frames(
+            &ours[0]["frames"],
+            &[
+                (
+                    function,
+                    "thread_churn.c",
+                    line_of("thread_churn.c", marker),
+                ),
+                (
+                    "worker",
+                    "thread_churn.c",
+                    line_of("thread_churn.c", "/* WORKER_LEAK_LINE */"),
+                ),
+            ],
+        );
+    }
+}

@@ -331,7 +331,7 @@ fn id_tag(nl: usize, j: usize, depth: u32) -> u32 {
 // difference, so each word read lies where an unwind from here would read it.
 
 /// Sets of the whole-walk cache (a power of two), chosen by the walk's starting pc and sp.
-const QUICK_SETS: usize = 32;
+const QUICK_SETS: usize = 64;
 /// Ways per set: one pc and sp may reach several stacks (a function calling `free` from three places).
 const QUICK_WAYS: usize = 8;
 /// Stack words a cached walk may check; longer walks are not cached (the memos still serve them).
@@ -387,7 +387,10 @@ const DOORKEEPER: usize = 512;
 fn quick_set(pc: u64, sp: u64) -> (usize, u64) {
     // sp's low bits vary most (frames are a few words apart): multiplying carries them into the top bits.
     let h = ((sp >> 3) ^ pc.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((h >> 59) as usize % QUICK_SETS, h | 1)
+    (
+        (h >> (64 - QUICK_SETS.trailing_zeros())) as usize % QUICK_SETS,
+        h | 1,
+    )
 }
 
 /// The id of a cached walk starting at `r`, with `depth` frames allowed, whose words still hold their values.
@@ -672,28 +675,40 @@ fn pop_free_memos() -> Option<*mut Memos> {
         let new = ((head >> 48).wrapping_add(1) << 48) | (next & PTR_MASK);
         match FREE_MEMOS.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
-                // SAFETY: the block is ours now. Forget the previous thread's walks (its stack is gone).
-                unsafe {
-                    let m = &mut *p;
-                    m.next = 0;
-                    m.used = 0;
-                    m.keys = [0; MEMOS];
-                    m.recent = [0; RECENT_MISSES];
-                    m.recent_next = 0;
-                    for memo in m.m.iter_mut() {
-                        memo.n = 0;
-                    }
-                    m.seen = [0; DOORKEEPER];
-                    for set in m.quick.iter_mut() {
-                        set.fills = 0;
-                        for q in set.ways.iter_mut() {
-                            q.pc = 0;
-                        }
-                    }
+                // The block is ours now: forget the previous thread's walks (its stack is gone). Dropping the
+                // pages does it and gives their memory back (they read as zeroes, a fresh block, and are touched
+                // again only as this thread uses them); resetting each field instead touched every page.
+                // SAFETY: a whole private anonymous mapping of our own (see `map_memos`), used by no one else.
+                if unsafe {
+                    libc::madvise(p.cast(), core::mem::size_of::<Memos>(), libc::MADV_DONTNEED)
+                } != 0
+                {
+                    // SAFETY: as above.
+                    forget_walks(unsafe { &mut *p });
                 }
                 return Some(p);
             }
             Err(h) => head = h,
+        }
+    }
+}
+
+/// Resets a recycled block field by field (when its pages could not be dropped).
+#[cold]
+fn forget_walks(m: &mut Memos) {
+    m.next = 0;
+    m.used = 0;
+    m.keys = [0; MEMOS];
+    m.recent = [0; RECENT_MISSES];
+    m.recent_next = 0;
+    for memo in m.m.iter_mut() {
+        memo.n = 0;
+    }
+    m.seen = [0; DOORKEEPER];
+    for set in m.quick.iter_mut() {
+        set.fills = 0;
+        for q in set.ways.iter_mut() {
+            q.pc = 0;
         }
     }
 }
