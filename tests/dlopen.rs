@@ -6,9 +6,13 @@ use common::*;
 #[test]
 fn leak_in_unloaded_library_is_symbolized() {
     let plugin = compile("plugin.c", &["-fPIC", "-shared"]);
-    let prog = compile("dlopen_main.c", &[]);
+    let prog = compile("dl_cycle.c", &[]);
     let scratch = Scratch::new("dlopen");
-    let t = traced(&scratch, &prog, &[plugin.to_str().unwrap()]);
+    let t = traced(
+        &scratch,
+        &prog,
+        &["plugin_leak", "1", plugin.to_str().unwrap()],
+    );
     t.out.assert_success();
     let d = t.dump();
     d.assert_balanced();
@@ -65,8 +69,8 @@ fn leak_in_unloaded_library_is_symbolized() {
             ),
             (
                 "main",
-                "dlopen_main.c",
-                line_of("dlopen_main.c", "/* DLOPEN_CALL_LINE */"),
+                "dl_cycle.c",
+                line_of("dl_cycle.c", "/* CYCLE_CALL_LINE */"),
             ),
         ],
     );
@@ -105,9 +109,10 @@ fn stacks_stay_right_across_many_dlclose_cycles() {
         &scratch,
         &prog,
         &[
+            "plugin_frame_leak",
+            &CYCLES.to_string(),
             small.to_str().unwrap(),
             large.to_str().unwrap(),
-            &CYCLES.to_string(),
         ],
     );
     t.out.assert_success();

@@ -119,9 +119,9 @@ fn dlopen_matches_valgrind() {
     let scratch = Scratch::new("oracle-dlopen");
     let plugin = compile("plugin.c", &["-fPIC", "-shared"]);
     compare(
-        "dlopen_main",
-        &compile("dlopen_main.c", &[]),
-        &[plugin.to_str().unwrap()],
+        "dl_cycle",
+        &compile("dl_cycle.c", &[]),
+        &["plugin_leak", "1", plugin.to_str().unwrap()],
         &scratch,
     );
 }
