@@ -119,10 +119,15 @@ pub fn in_loader(pc: u64) -> bool {
     pc >= LOADER_LO.load(Ordering::Relaxed) && pc < LOADER_HI.load(Ordering::Relaxed)
 }
 
+/// The preload library's own range as `(start, length)`: `pc.wrapping_sub(start) < length` is one compare, and a
+/// walk reads the range once rather than at every frame.
 #[inline(always)]
-fn is_self(pc: u64) -> bool {
-    let pc = pc as usize;
-    pc >= SELF_LO.load(Ordering::Relaxed) && pc < SELF_HI.load(Ordering::Relaxed)
+fn self_span() -> (u64, u64) {
+    let lo = SELF_LO.load(Ordering::Relaxed) as u64;
+    (
+        lo,
+        (SELF_HI.load(Ordering::Relaxed) as u64).wrapping_sub(lo),
+    )
 }
 
 /// Finds the loaded object that contains `addr`.
@@ -937,6 +942,8 @@ pub fn walk_from(
     let mut truncated = false;
     // Whether the way this walk ended may depend on rbp (a CFA check failed, or it was cut short).
     let mut end_uses_bp = true;
+    // The tracer's own frames (the hook's, and those a signal handler interrupted) are walked but not output.
+    let own = self_span();
     // A hard bound against cycles in corrupt stacks.
     let mut steps = 0;
     'walk: while steps < 512 {
@@ -1025,7 +1032,7 @@ pub fn walk_from(
             end_check = Some((r.sp.wrapping_sub(8), r.pc));
             break;
         }
-        if !is_self(r.pc) {
+        if r.pc.wrapping_sub(own.0) >= own.1 {
             let Some(slot) = out.get_mut(n) else {
                 truncated = true;
                 end_check = Some((r.sp.wrapping_sub(8), r.pc));
