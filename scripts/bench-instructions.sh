@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # heapledger overhead in instructions: the same comparison as scripts/bench.sh, counted by callgrind instead of
-# timed. Instruction counts are deterministic, so a change to the hot path can be judged on this shared, noisy
+# timed. Instruction counts are deterministic (address-space randomisation off, a fixed environment; churn-8t's
+# thread interleaving still moves it by ~0.5 %), so a change to the hot path can be judged on this shared, noisy
 # 2-core machine, where wall-time ratios move by ±25 % from run to run (docs/benchmarks.md). They are not wall
 # time: cache misses, atomics and lock bouncing between cores are not in them (churn-8t's contention is not).
 #
@@ -66,11 +67,20 @@ count() { # count WORKLOAD TOOL: instructions of the whole run (every process), 
         heapledger-sample) env=(LD_PRELOAD="$SO" HEAPLEDGER_OUT="$WORK/out.%p.json" HEAPLEDGER_SAMPLE=524288) ;;
     esac
     local log="$WORK/$1.$2.log"
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null --trace-children=yes \
-        env "${env[@]}" "${argv[@]}" >/dev/null 2>"$log" || { echo "n/a"; return; }
+    # Address-space randomisation off and the same small environment every time: stack and code addresses feed
+    # the tracer's cache hashes, and with them the counts moved by ±3 % from run to run (sqlite most).
+    "${norand[@]}" env -i PATH=/usr/bin:/bin valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        --trace-children=yes env "${env[@]}" "${argv[@]}" >/dev/null 2>"$log" || { echo "n/a"; return; }
     awk '/Collected :/ {n += $NF} END {if (n) printf "%.1f\n", n / 1e6; else print "n/a"}' "$log"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f\n", a / b}'; }
+
+norand=()
+if setarch "$(uname -m)" -R true 2>/dev/null; then
+    norand=(setarch "$(uname -m)" -R)
+else
+    echo "bench-instructions.sh: setarch -R unavailable: counts will move with address-space randomisation" >&2
+fi
 
 tools=(native shim heapledger heapledger-sample)
 echo "## heapledger instruction counts (callgrind), $(date -u '+%Y-%m-%d %H:%M') UTC"
