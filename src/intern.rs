@@ -116,9 +116,13 @@ unsafe fn frames_at(rec: *const u64) -> &'static [u64] {
     unsafe { core::slice::from_raw_parts(rec.add(1), *rec as u32 as usize) }
 }
 
-/// The record at `slot` (non-zero) if it is of `frames`: its id.
+/// The id of the record at `slot` (non-zero) if it is of `frames`, whose hash gives `tag`: the record is read only
+/// when the slot's hash bits match.
 #[inline(always)]
-fn id_if_same(slot: u32, frames: &[u64]) -> Option<u32> {
+fn id_if_same(slot: u32, tag: u32, frames: &[u64]) -> Option<u32> {
+    if slot & !OFF_MASK != tag {
+        return None;
+    }
     let arena = ARENA.load(Ordering::Relaxed);
     // SAFETY: a non-zero slot was published (CAS, release) after `append` wrote its record; the reader loaded it
     // with acquire.
@@ -169,17 +173,13 @@ pub fn intern(frames: &[u64]) -> u32 {
             match slot.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return id,
                 Err(w) => {
-                    if w & !OFF_MASK == tag {
-                        if let Some(id) = id_if_same(w, frames) {
-                            return id;
-                        }
+                    if let Some(id) = id_if_same(w, tag, frames) {
+                        return id;
                     }
                 }
             }
-        } else if v & !OFF_MASK == tag {
-            if let Some(id) = id_if_same(v, frames) {
-                return id;
-            }
+        } else if let Some(id) = id_if_same(v, tag, frames) {
+            return id;
         }
         i = (i + 1) & mask;
     }
