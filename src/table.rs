@@ -255,10 +255,20 @@ fn window_of(region: u64) -> u64 {
 /// (see the module doc).
 #[inline(always)]
 fn shard_in(window: u64, addr: u64) -> &'static SpinLock<Shard> {
+    &TABLE[index_in(window, addr)].0
+}
+
+#[inline(always)]
+fn index_in(window: u64, addr: u64) -> usize {
     let stripe =
         (addr >> 16).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - STRIPES.trailing_zeros());
     // Masked: a window is < WINDOWS, and the mask lets the compiler drop the bounds check.
-    &TABLE[(window * STRIPES + stripe) as usize & (SHARDS - 1)].0
+    (window * STRIPES + stripe) as usize & (SHARDS - 1)
+}
+
+/// The index (as in [`shard`]) of the shard that holds `addr`: for whole-table walks that hold every lock.
+pub fn shard_index(addr: u64) -> usize {
+    index_in(window_of(addr >> 26), addr)
 }
 
 /// Home slot of `addr` inside a shard table. Blocks are grouped by 256 bytes of address (8 positions of 32 bytes,
@@ -444,6 +454,22 @@ impl Shard {
         unsafe { *self.slots.add(hole) = Block::default() };
         self.len -= 1;
         Some(found)
+    }
+
+    /// Starts loading the home slot of `addr` into cache: a walk that looks many blocks up in turn (the exit
+    /// dump, in address order) overlaps their cache misses instead of taking them one after another.
+    #[inline]
+    pub fn prefetch(&self, addr: u64) {
+        if self.cap == 0 {
+            return;
+        }
+        let i = slot_hash(addr) as usize & (self.cap - 1);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: i < cap, inside the table; a prefetch has no architectural effect.
+        unsafe {
+            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(self.slots.add(i) as *const i8);
+        }
     }
 
     /// Looks a live block up without removing it.

@@ -243,6 +243,36 @@ fn leaked_struct_is_one_definitely_and_three_indirectly_lost_as_memcheck_says() 
     }
 }
 
+/// The exit scan's index and work stack at their edges: interior pointers into blocks past 64 KiB (whose sizes the
+/// index does not hold inline), and more reached blocks than its work stack holds at once.
+#[test]
+fn big_blocks_and_wide_graphs_are_classified_as_memcheck_says() {
+    let prog = compile(LEAKS, &[]);
+    let scratch = Scratch::new("gate-wide");
+    let (out, v) = gate_run_json(&scratch, &["--fail-on", "leak,reachable"], &prog, &["wide"]);
+    assert_eq!(out.code(), GATE, "{}", out.stderr);
+    let totals = |kind: &str| {
+        v["totals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["kind"] == kind)
+            .map_or((0, 0), |t| (u(&t["bytes"]), u(&t["count"])))
+    };
+    // Definitely: the 300000-byte block and the 70000-pointer array; indirectly: what each of them holds.
+    let ours = [totals("definitely-lost"), totals("indirectly-lost")];
+    assert_eq!(ours, [(300_000 + 560_000, 2), (50 + 70_000 * 40, 70_001)]);
+    // Reachable: the big block and its child, the array and its 100000 blocks.
+    assert_eq!(
+        totals("reachable"),
+        (200_000 + 100 + 800_000 + 100_000 * 24, 100_003)
+    );
+    match memcheck_lost(&prog, &["wide"], &scratch.path) {
+        Some(theirs) => assert_eq!(ours, theirs, "heapledger vs memcheck"),
+        None => eprintln!("SKIPPED the memcheck comparison: valgrind is not installed"),
+    }
+}
+
 #[test]
 fn each_error_kind_fails_with_the_right_stack() {
     let prog = compile(ERRORS, &[]);

@@ -271,32 +271,62 @@ pub fn roots() -> Roots {
     Roots(ranges)
 }
 
-struct Index<'a> {
-    blocks: &'a [Block],
+/// A block's entry in the scan's index: its address above 16 bits of size (`BIG`: 64 KiB or more, look it up).
+/// Sorting entries sorts by address. 8 bytes per block: the index, not a copy of the blocks, is what the exit
+/// scan adds to the tracer's memory (a 24-byte copy per block made 1M live blocks cost 80 bytes each at exit).
+pub fn key(b: &Block) -> u64 {
+    (b.addr() << 16) | b.size().min(BIG)
+}
+
+/// The address of the block that `key` describes.
+pub fn key_addr(key: u64) -> u64 {
+    key >> 16
+}
+
+const BIG: u64 = 0xffff;
+
+struct Index<'a, F> {
+    keys: &'a [u64],
+    /// Size of the block at an address, for blocks of `BIG` bytes or more.
+    big: F,
     lo: u64,
     hi: u64,
     glibc: bool,
 }
 
-impl Index<'_> {
+impl<F: Fn(u64) -> u64> Index<'_, F> {
     /// The block that `v` points into, if any.
     #[inline]
     fn find(&self, v: u64) -> Option<usize> {
         if v < self.lo || v >= self.hi {
             return None;
         }
-        let i = self.blocks.partition_point(|b| b.addr() <= v);
+        // v < hi < 2^48, so the shift keeps it whole; the entry of the last block starting at or below v is the
+        // last one at or below this.
+        let top = (v << 16) | BIG;
+        let i = self.keys.partition_point(|&k| k <= top);
         if i == 0 {
             return None;
         }
-        let b = &self.blocks[i - 1];
-        if v >= b.addr() + b.size().max(1) {
+        let (addr, size) = self.block(i - 1);
+        if v >= addr + size.max(1) {
             return None;
         }
-        if v != b.addr() && self.glibc && v == b.addr() + usable(b.addr()) - 8 {
+        if v != addr && self.glibc && v == addr + usable(addr) - 8 {
             return None; // glibc's pointer to the next chunk's header, not the program's
         }
         Some(i - 1)
+    }
+
+    /// Address and size of block `i`.
+    #[inline]
+    fn block(&self, i: usize) -> (u64, u64) {
+        let k = self.keys[i];
+        let addr = key_addr(k);
+        match k & BIG {
+            BIG => (addr, (self.big)(addr)),
+            size => (addr, size),
+        }
     }
 }
 
@@ -309,7 +339,7 @@ fn usable(p: u64) -> u64 {
     }
 }
 
-fn scan_words(idx: &Index, lo: u64, hi: u64, hit: &mut impl FnMut(usize)) {
+fn scan_words<F: Fn(u64) -> u64>(idx: &Index<F>, lo: u64, hi: u64, hit: &mut impl FnMut(usize)) {
     let mut p = (lo + 7) & !7;
     while p + 8 <= hi {
         // SAFETY: [lo, hi) is readable: a clipped mapping or a live block.
@@ -329,7 +359,7 @@ const SPARSE_SCAN: u64 = 1 << 20;
 /// the program reserved and touched a little) are read only where pages are resident: reading an untouched page
 /// would fault in zeroes, page after page, for nothing. (A page swapped out is skipped too: its pointers are
 /// missed, which can only make a block look lost, never hide a leak.)
-fn scan(idx: &Index, lo: u64, hi: u64, mut hit: impl FnMut(usize)) {
+fn scan<F: Fn(u64) -> u64>(idx: &Index<F>, lo: u64, hi: u64, mut hit: impl FnMut(usize)) {
     if hi <= lo || hi - lo <= SPARSE_SCAN {
         scan_words(idx, lo, hi, &mut hit);
         return;
@@ -359,65 +389,118 @@ fn scan(idx: &Index, lo: u64, hi: u64, mut hit: impl FnMut(usize)) {
     }
 }
 
-/// Classifies `blocks` (sorted by address; the table must be locked by the caller). Returns one class per block,
-/// or None when the tracer has no memory for the scan.
-pub fn classify(blocks: &[Block], roots: &Roots) -> Option<Vec<u8>> {
-    const UNREACHED: u8 = 0;
+/// Blocks the work stack holds at once (256 KiB). A block reached while it is full is flagged `PENDING` and
+/// picked up by a sweep once the stack drains: a work stack sized for every block cost 4 bytes per block at exit
+/// (an array of 1M pointers pushes them all at once).
+const WORK_CAP: usize = 1 << 16;
+/// Class flag: reached, not yet scanned.
+const PENDING: u8 = 0x80;
+const UNREACHED: u8 = 0;
+
+/// The mark phase's state: one class byte per block and a bounded work stack.
+struct Marker<'a, F> {
+    idx: Index<'a, F>,
+    class: Vec<u8>,
+    work: Vec<u32>,
+    /// Some block carries `PENDING`.
+    pending: bool,
+}
+
+impl<F: Fn(u64) -> u64> Marker<'_, F> {
+    /// Gives every unreached block that [lo, hi) points at the class `to`, except `leader`.
+    fn reach_from(&mut self, lo: u64, hi: u64, to: u8, leader: usize) {
+        let Marker {
+            idx,
+            class,
+            work,
+            pending,
+        } = self;
+        scan(idx, lo, hi, |j| {
+            if j != leader && class[j] == UNREACHED {
+                class[j] = to;
+                if work.len() < work.capacity() {
+                    work.push(j as u32);
+                } else {
+                    class[j] |= PENDING;
+                    *pending = true;
+                }
+            }
+        });
+    }
+
+    /// Scans every block on the work stack, and every pending one, until nothing new is reached.
+    fn drain(&mut self, to: u8, leader: usize) {
+        loop {
+            while let Some(i) = self.work.pop() {
+                let (addr, size) = self.idx.block(i as usize);
+                self.reach_from(addr, addr + size, to, leader);
+            }
+            if !self.pending {
+                return;
+            }
+            self.pending = false;
+            for (j, c) in self.class.iter_mut().enumerate() {
+                if *c & PENDING != 0 {
+                    if self.work.len() == self.work.capacity() {
+                        self.pending = true;
+                        break;
+                    }
+                    *c &= !PENDING;
+                    self.work.push(j as u32);
+                }
+            }
+        }
+    }
+}
+
+/// Classifies the blocks of `keys` (sorted [`key`]s; the table must be locked by the caller, and `big` gives the
+/// size of a block of 64 KiB or more from its address). Returns one class per block, or None when the tracer has
+/// no memory for the scan.
+pub fn classify(keys: &[u64], big: impl Fn(u64) -> u64, roots: &Roots) -> Option<Vec<u8>> {
     let mut class: Vec<u8> = Vec::new();
-    class.try_reserve_exact(blocks.len()).ok()?;
-    class.resize(blocks.len(), UNREACHED);
-    let Some(last) = blocks.last() else {
+    class.try_reserve_exact(keys.len()).ok()?;
+    class.resize(keys.len(), UNREACHED);
+    if keys.is_empty() {
         return Some(class);
-    };
+    }
     // SAFETY: initialised before any dump is written.
     let real = unsafe { crate::real::get() };
     let glibc = real.malloc as usize == crate::real::libc_malloc_addr();
-    let idx = Index {
-        blocks,
-        lo: blocks[0].addr(),
-        hi: last.addr() + last.size().max(1),
+    let mut idx = Index {
+        keys,
+        big,
+        lo: key_addr(keys[0]),
+        hi: 0,
         glibc,
     };
-    // Each block is pushed at most once per phase, so this never grows (and never aborts on OOM).
+    let (a, size) = idx.block(keys.len() - 1);
+    idx.hi = a + size.max(1);
     let mut work: Vec<u32> = Vec::new();
-    work.try_reserve_exact(blocks.len()).ok()?;
+    work.try_reserve_exact(keys.len().min(WORK_CAP)).ok()?;
+    let mut m = Marker {
+        idx,
+        class,
+        work,
+        pending: false,
+    };
+    let none = usize::MAX;
     for &(lo, hi) in &roots.0 {
-        scan(&idx, lo, hi, |i| {
-            if class[i] == UNREACHED {
-                class[i] = REACHABLE;
-                work.push(i as u32);
-            }
-        });
-    }
-    while let Some(i) = work.pop() {
-        let b = blocks[i as usize];
-        scan(&idx, b.addr(), b.addr() + b.size(), |j| {
-            if class[j] == UNREACHED {
-                class[j] = REACHABLE;
-                work.push(j as u32);
-            }
-        });
+        m.reach_from(lo, hi, REACHABLE, none);
+        m.drain(REACHABLE, none);
     }
     // Cliques: from each still-unreached block, whatever it reaches among unreached blocks is indirectly lost.
-    for leader in 0..blocks.len() {
-        if class[leader] != UNREACHED {
+    for leader in 0..keys.len() {
+        if m.class[leader] != UNREACHED {
             continue;
         }
-        work.push(leader as u32);
-        while let Some(i) = work.pop() {
-            let b = blocks[i as usize];
-            scan(&idx, b.addr(), b.addr() + b.size(), |j| {
-                if j != leader && class[j] == UNREACHED {
-                    class[j] = INDIRECTLY_LOST;
-                    work.push(j as u32);
-                }
-            });
-        }
+        let (addr, size) = m.idx.block(leader);
+        m.reach_from(addr, addr + size, INDIRECTLY_LOST, leader);
+        m.drain(INDIRECTLY_LOST, leader);
     }
-    for c in class.iter_mut() {
+    for c in m.class.iter_mut() {
         if *c == UNREACHED {
             *c = DEFINITELY_LOST;
         }
     }
-    Some(class)
+    Some(m.class)
 }

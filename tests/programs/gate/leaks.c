@@ -6,6 +6,8 @@
  *   struct      a leaked struct whose three fields point at leaked buffers: 1 definitely, 3 indirectly lost
  *   one         a leak in leak_alpha()
  *   two         a leak in leak_alpha() and one in leak_beta()
+ *   wide        big blocks reached only through interior pointers past 64 KiB, and more blocks than the exit scan's
+ *               work stack holds, reachable and lost (exact figures in tests/gate.rs)
  *   crash       a leak, then SIGSEGV */
 #include <signal.h>
 #include <stdlib.h>
@@ -50,6 +52,35 @@ __attribute__((noinline)) void leak_beta(void) {
     sink = NULL;
 }
 
+static char *volatile global_inside;
+static void **volatile global_many;
+
+/* Reachable: a 200000-byte block known only by a pointer 100000 bytes in, holding at 150000 the only pointer to
+ * a 100-byte block; 100000 blocks of 24 bytes held by an array. Lost: a 300000-byte block holding at 250000 the
+ * only pointer to a 50-byte block; an array of 70000 pointers to 40-byte blocks. */
+__attribute__((noinline)) static void wide(void) {
+    char *big = malloc(200000);
+    memset(big, 0, 200000);
+    void *child = malloc(100);
+    memcpy(big + 150000, &child, sizeof child);
+    global_inside = big + 100000;
+    void **many = malloc(100000 * sizeof *many);
+    for (int i = 0; i < 100000; i++)
+        many[i] = malloc(24);
+    global_many = many;
+
+    char *lost_big = malloc(300000);
+    memset(lost_big, 0, 300000);
+    void *lost_child = malloc(50);
+    memcpy(lost_big + 250000, &lost_child, sizeof lost_child);
+    void **lost_many = malloc(70000 * sizeof *lost_many);
+    for (int i = 0; i < 70000; i++)
+        lost_many[i] = malloc(40);
+    sink = lost_big;
+    sink = lost_many;
+    sink = NULL;
+}
+
 /* Overwrites the dead stack below main's frame, where the callees above left their pointers: the scan at exit
  * is conservative, and a stale copy there would make a lost block look reachable. */
 __attribute__((noinline)) static void scrub_stack(void) {
@@ -79,6 +110,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(what, "two") == 0) {
         leak_alpha();
         leak_beta();
+    } else if (strcmp(what, "wide") == 0) {
+        wide();
     } else if (strcmp(what, "crash") == 0) {
         drop_block();
         raise(SIGSEGV);
