@@ -34,6 +34,7 @@ impl Out {
     }
 
     /// Raw bytes.
+    #[inline]
     pub fn raw(&mut self, b: &[u8]) {
         if self.len + b.len() > BUF {
             self.flush();
