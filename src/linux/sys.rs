@@ -325,6 +325,36 @@ pub fn map(len: usize, noreserve: bool) -> *mut u8 {
     }
 }
 
+/// Size of an x86-64 huge page.
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// Maps `len` bytes at a huge-page-aligned address, so that [`collapse_huge`] can back all of it with huge pages
+/// (when `len` is a multiple of [`HUGE_PAGE`]). Reserves `HUGE_PAGE` more for a moment. Null on failure.
+pub fn map_huge_aligned(len: usize, noreserve: bool) -> *mut u8 {
+    let p = map(len + HUGE_PAGE, noreserve);
+    if p.is_null() {
+        return p;
+    }
+    let start = (p as usize + HUGE_PAGE - 1) & !(HUGE_PAGE - 1);
+    let head = start - p as usize;
+    if head > 0 {
+        unmap(p, head);
+    }
+    unmap((start + len) as *mut u8, HUGE_PAGE - head);
+    start as *mut u8
+}
+
+/// Backs [p, p + len) with huge pages now (`MADV_COLLAPSE`, Linux 6.1; best effort: older kernels and a
+/// fragmented memory refuse, and the range stays as it was). For a table read at random places that is already
+/// resident page by page: each lookup then costs a cache miss, not a TLB miss too.
+pub fn collapse_huge(p: *mut u8, len: usize) {
+    // SAFETY: advice on a mapping of ours; neither call changes its contents.
+    unsafe {
+        libc::madvise(p.cast(), len, libc::MADV_HUGEPAGE);
+        libc::madvise(p.cast(), len, libc::MADV_COLLAPSE);
+    }
+}
+
 /// Returns memory obtained from [`map`].
 pub fn unmap(p: *mut u8, len: usize) {
     // SAFETY: the caller passes a mapping it got from `map` with the same length.

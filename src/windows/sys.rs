@@ -809,6 +809,17 @@ pub fn map(len: usize, noreserve: bool) -> *mut u8 {
     }
 }
 
+/// Size of an x86-64 huge page.
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// As [`map`]: huge pages need a privilege on Windows that a traced program rarely has.
+pub fn map_huge_aligned(len: usize, noreserve: bool) -> *mut u8 {
+    map(len, noreserve)
+}
+
+/// Nothing on Windows (see [`map_huge_aligned`]).
+pub fn collapse_huge(_p: *mut u8, _len: usize) {}
+
 /// Returns memory obtained from [`map`].
 pub fn unmap(p: *mut u8, _len: usize) {
     for r in &RESERVED {
