@@ -5,11 +5,14 @@
 # Usage: scripts/bench-memory.sh [--blocks N] [--runs R] [--no-build]
 #
 # Runs scripts/bench/hold.c (N live blocks of 16..64 bytes, default 1M, reachable from one array until exit)
-# natively and under heapledger with and without the exit-time leak classification (HEAPLEDGER_REACH=0),
-# alternating, R times each (default 5), and prints medians:
+# natively and under heapledger with and without the exit-time leak classification (HEAPLEDGER_REACH=0), and
+# once more asking for a snapshot of the N blocks by signal before exit; alternating, R times each (default 5);
+# prints medians:
 #   peak RSS over native, in MB and in bytes per live block (the target is <= 64 plus interned stacks);
 #   exit time: from main's return to the end of the process (the exit dump, classification included; < 0.5 s);
-#   the dump's size and the tracer's own mapped memory as the dump reports it ("memory_bytes").
+#   the dump's size and the tracer's own mapped memory as the dump reports it ("memory_bytes");
+#   for the snapshot: the longest pause a program thread could see ("max_pause_ns": one shard's copy; < 50 ms)
+#   and the time from the signal to the finished file.
 # Environment: HEAPLEDGER_SO (default target/release/libheapledger.so), BENCH_CACHE (default target/bench).
 set -euo pipefail
 
@@ -44,29 +47,40 @@ cc -O2 -o "$CACHE/bin/hold" "$SRC/hold.c"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/heapledger-bench-memory.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-# run MODE: one run; appends "MODE rss_kib exit_ms dump_bytes tracer_bytes" to $WORK/res.
+# run MODE: one run; appends "MODE rss_kib exit_ms dump_bytes tracer_bytes" to $WORK/res (and, for the
+# snapshot mode, "pause_us snapshot_ms" to $WORK/snap).
 run() {
-    local mode=$1 pre=()
+    local mode=$1 pre=() args=("$blocks")
     case "$mode" in
-        heapledger) pre=(env LD_PRELOAD="$SO" HEAPLEDGER_OUT="$WORK/dump.json") ;;
-        heapledger-noreach) pre=(env LD_PRELOAD="$SO" HEAPLEDGER_OUT="$WORK/dump.json" HEAPLEDGER_REACH=0) ;;
+        heapledger) pre=(env LD_PRELOAD="$SO" HEAPLEDGER_OUT="$WORK/dump.%n.json") ;;
+        heapledger-noreach) pre=(env LD_PRELOAD="$SO" HEAPLEDGER_OUT="$WORK/dump.%n.json" HEAPLEDGER_REACH=0) ;;
+        heapledger-snapshot)
+            pre=(env LD_PRELOAD="$SO" HEAPLEDGER_OUT="$WORK/dump.%n.json" HEAPLEDGER_SIGNAL=USR2)
+            args+=("$WORK/dump.0.json") ;;
     esac
-    rm -f "$WORK/dump.json"
-    "$CACHE/bin/measure" "$WORK/m" 0 "${pre[@]}" "$CACHE/bin/hold" "$blocks" >"$WORK/t0" ||
-        { echo "bench-memory.sh: $mode run failed: $(cat "$WORK/m")" >&2; exit 1; }
-    local t1 rss exit_ms size=0 mem=0
+    rm -f "$WORK"/dump.*.json
+    "$CACHE/bin/measure" "$WORK/m" 0 "${pre[@]}" "$CACHE/bin/hold" "${args[@]}" >"$WORK/t0" 2>"$WORK/err" ||
+        { echo "bench-memory.sh: $mode run failed: $(cat "$WORK/m") $(cat "$WORK/err")" >&2; exit 1; }
+    local t1 rss exit_ms size=0 mem=0 final
     t1=$(date +%s%N)
     rss=$(awk '{print $2}' "$WORK/m")
     exit_ms=$(((t1 - $(cat "$WORK/t0")) / 1000000))
     if [ "$mode" != native ]; then
-        [ -s "$WORK/dump.json" ] || { echo "bench-memory.sh: $mode wrote no dump" >&2; exit 1; }
-        size=$(stat -c %s "$WORK/dump.json")
-        mem=$(grep -o '"memory_bytes":[0-9]*' "$WORK/dump.json" | cut -d: -f2)
+        final=$WORK/dump.0.json
+        [ "$mode" = heapledger-snapshot ] && final=$WORK/dump.1.json
+        [ -s "$final" ] || { echo "bench-memory.sh: $mode wrote no final dump" >&2; exit 1; }
+        size=$(stat -c %s "$final")
+        mem=$(grep -o '"memory_bytes":[0-9]*' "$final" | cut -d: -f2)
+    fi
+    if [ "$mode" = heapledger-snapshot ]; then
+        local pause
+        pause=$(grep -o '"max_pause_ns":[0-9]*' "$WORK/dump.0.json" | cut -d: -f2)
+        echo "$((pause / 1000)) $(sed -n 's/^snapshot_ms=//p' "$WORK/err")" >>"$WORK/snap"
     fi
     echo "$mode $rss $exit_ms $size $mem" >>"$WORK/res"
 }
 
-modes=(native heapledger heapledger-noreach)
+modes=(native heapledger heapledger-noreach heapledger-snapshot)
 for ((r = 1; r <= runs; r++)); do
     for m in "${modes[@]}"; do run "$m"; done
 done
@@ -86,3 +100,5 @@ for m in "${modes[@]}"; do
         "$over" "$per" "$(col "$m" 3)" "$(awk -v a="$(col "$m" 4)" 'BEGIN {print a / 1e6}')" \
         "$(awk -v a="$(col "$m" 5)" 'BEGIN {print a / 1e6}')"
 done
+printf 'snapshot of %s blocks by signal: longest pause of a program thread %s ms (target < 50), file finished %s ms after the signal\n' \
+    "$blocks" "$(awk '{print $1 / 1000}' "$WORK/snap" | median)" "$(awk '{print $2}' "$WORK/snap" | median)"
