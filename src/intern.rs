@@ -2,7 +2,8 @@
 //!
 //! Frames live in an append-only arena reserved up front (MAP_NORESERVE: only touched pages cost memory); ids
 //! are dense (0, 1, 2, …) so a dump writes `stacks` as an array indexed by id. Each arena record is a header word
-//! (frame count, id) followed by the frames. Lookup is open addressing over a fixed table whose slots hold a
+//! (frame count, id) followed by the frames. Lookup is open addressing over two fixed tables in turn, a small one
+//! for the first 128k stacks and a big one made when it closes (see `SMALL_BITS`); slots hold a
 //! record's arena offset and 7 bits of its hash: a lookup reads the slot and, only when the hash bits match, the
 //! record itself, which holds the id. (Slots of `id + 1` cost three dependent cache misses per lookup — slot,
 //! offset of the id, record — and two more for every colliding slot: with cc1plus's hundreds of thousands of
@@ -14,11 +15,22 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-// Address space is reserved, not memory: but a program under `ulimit -v` counts it, so keep it modest.
-const TABLE_BITS: u32 = 21; // 2M slots, 8 MiB
-/// Slots of the lookup table (a power of two) and the stack limit; smaller when the address space is limited.
-static TABLE_SLOTS_RT: AtomicUsize = AtomicUsize::new(1 << TABLE_BITS);
-static MAX_STACKS_RT: AtomicUsize = AtomicUsize::new((1 << TABLE_BITS) * 3 / 4);
+/// The first lookup table: 256K slots (1 MiB), taking stacks until it is half full (a limited one, 3/4). Most
+/// programs never need more, and their slots then share 1 MiB of cache lines and pages instead of being spread
+/// over the big table's 8 MiB: with one table of 2M slots, a lookup's slot load missed cache (and the TLB) nearly
+/// every time, and touching a random slot per stack made a program with 20k stacks keep all 8 MiB resident.
+const SMALL_BITS: u32 = 18;
+/// The second table, mapped when the first closes: 2M slots (8 MiB), to 3/4 full. Stacks interned then are
+/// looked up in the small table first (a short probe in a hot table) and found here. Address space is reserved,
+/// not memory: but a program under `ulimit -v` counts it, so a limited program has the small table only.
+const BIG_BITS: u32 = 21;
+/// Stacks the small table takes (half its slots; 3/4 when there is no big table).
+static SMALL_LIMIT_RT: AtomicUsize = AtomicUsize::new(1 << (SMALL_BITS - 1));
+/// Whether the big table may be made (not under `ulimit -v`).
+static BIG_ALLOWED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+/// The stack limit: both tables' shares.
+static MAX_STACKS_RT: AtomicUsize = AtomicUsize::new(MAX_STACKS);
+const MAX_STACKS: usize = (1 << (SMALL_BITS - 1)) + (1 << BIG_BITS) * 3 / 4;
 /// Arena sizes tried in turn (in u64 words): 128 MiB of address space (16M frames), reserved not committed;
 /// less when the address space is limited (`ulimit -v`).
 const ARENA_TRIES: [usize; 3] = [1 << 24, 1 << 21, 1 << 18];
@@ -35,7 +47,14 @@ fn tag_of(h: u64) -> u32 {
 }
 static ARENA_WORDS: AtomicUsize = AtomicUsize::new(0);
 
-static TABLE: AtomicPtr<AtomicU32> = AtomicPtr::new(core::ptr::null_mut());
+static SMALL: AtomicPtr<AtomicU32> = AtomicPtr::new(core::ptr::null_mut());
+/// Stacks inserted into the small table (a few more than its limit when threads race at the limit).
+static SMALL_USED: AtomicUsize = AtomicUsize::new(0);
+static BIG: AtomicPtr<AtomicU32> = AtomicPtr::new(core::ptr::null_mut());
+/// Stacks inserted into the big table.
+static BIG_USED: AtomicUsize = AtomicUsize::new(0);
+/// Set when mapping the big table failed: later stacks are lost without another try per stack.
+static BIG_FAILED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// `offset + 1` of each id's record in the arena (0: being written).
 static OFFSETS: AtomicPtr<AtomicU64> = AtomicPtr::new(core::ptr::null_mut());
 static ARENA: AtomicPtr<u64> = AtomicPtr::new(core::ptr::null_mut());
@@ -48,18 +67,18 @@ pub static TRUNCATED: AtomicU64 = AtomicU64::new(0);
 
 /// Reserves the arena and tables and interns the empty stack as id 0. Returns false when out of memory.
 pub fn init() -> bool {
-    // Under `ulimit -v` every reserved byte is taken from the program's budget: reserve an eighth.
+    // Under `ulimit -v` every reserved byte is taken from the program's budget: the small table only.
     let limited = crate::sys::address_space_limited();
-    let bits = if limited { TABLE_BITS - 3 } else { TABLE_BITS };
-    TABLE_SLOTS_RT.store(1 << bits, Ordering::Relaxed);
-    MAX_STACKS_RT.store((1 << bits) * 3 / 4, Ordering::Relaxed);
-    let (table_slots, max_stacks) = (1usize << bits, (1usize << bits) * 3 / 4);
-    // Aligned for huge pages (see `to_huge_pages`), which a limited table (1 MiB) never uses.
-    let table = if limited {
-        crate::sys::map(table_slots * 4, true)
+    let max_stacks = if limited {
+        let limit = (1 << SMALL_BITS) * 3 / 4;
+        SMALL_LIMIT_RT.store(limit, Ordering::Relaxed);
+        BIG_ALLOWED.store(false, Ordering::Relaxed);
+        limit
     } else {
-        crate::sys::map_huge_aligned(table_slots * 4, true)
+        MAX_STACKS
     };
+    MAX_STACKS_RT.store(max_stacks, Ordering::Relaxed);
+    let table = crate::sys::map((1 << SMALL_BITS) * 4, true);
     let offsets = crate::sys::map(max_stacks * 8, true);
     if table.is_null() || offsets.is_null() {
         return false;
@@ -76,7 +95,7 @@ pub fn init() -> bool {
         return false;
     };
     ARENA_WORDS.store(words, Ordering::Relaxed);
-    TABLE.store(table.cast(), Ordering::Release);
+    SMALL.store(table.cast(), Ordering::Release);
     OFFSETS.store(offsets.cast(), Ordering::Release);
     ARENA.store(arena.cast(), Ordering::Release);
     let empty = intern(&[]);
@@ -144,69 +163,153 @@ pub fn count() -> u32 {
 }
 
 /// The id of `frames`, interning it if new. 0 (the empty stack) when the tracer is out of room.
+///
+/// Two threads that intern the same new stack just as the small table closes may put it in both tables, under
+/// two ids with the same frames (as two that race to append it may leave an orphan copy); readers see two stacks
+/// that are equal frame for frame.
 pub fn intern(frames: &[u64]) -> u32 {
-    let table = TABLE.load(Ordering::Acquire);
-    if table.is_null() {
+    let small = SMALL.load(Ordering::Acquire);
+    if small.is_null() {
         return 0;
     }
     let h = hash(frames);
     let tag = tag_of(h);
-    let slots = TABLE_SLOTS_RT.load(Ordering::Relaxed);
+    // The slot value and id of this stack's record, once appended (kept across the two tables).
+    let mut mine: Option<(u32, u32)> = None;
+    let open = SMALL_USED.load(Ordering::Relaxed) < SMALL_LIMIT_RT.load(Ordering::Relaxed);
+    match probe(small, 1 << SMALL_BITS, h, tag, frames, open, &mut mine) {
+        Probe::Found(id) => return id,
+        Probe::Inserted(id) => {
+            SMALL_USED.fetch_add(1, Ordering::Relaxed);
+            return id;
+        }
+        Probe::Absent => {}
+        Probe::Lost => {
+            LOST.fetch_add(1, Ordering::Relaxed);
+            return 0;
+        }
+    }
+    let big = big_table();
+    if big.is_null() {
+        LOST.fetch_add(1, Ordering::Relaxed);
+        return 0;
+    }
+    match probe(big, 1 << BIG_BITS, h, tag, frames, true, &mut mine) {
+        Probe::Found(id) => id,
+        Probe::Inserted(id) => {
+            if BIG_USED.fetch_add(1, Ordering::Relaxed) + 1 == HUGE_AT {
+                to_huge_pages(big);
+            }
+            id
+        }
+        Probe::Absent | Probe::Lost => {
+            LOST.fetch_add(1, Ordering::Relaxed);
+            0
+        }
+    }
+}
+
+/// What a probe of one table found.
+enum Probe {
+    Found(u32),
+    Inserted(u32),
+    /// Not there, and the table takes no more stacks.
+    Absent,
+    /// No room for the stack's record, or the table is full.
+    Lost,
+}
+
+/// Looks `frames` (hash `h`, tag `tag`) up in `table` of `slots` slots, and inserts it at the first empty slot
+/// when `open`. `mine` is the record appended for it, if any (appended at most once per intern).
+#[inline(always)]
+fn probe(
+    table: *mut AtomicU32,
+    slots: usize,
+    h: u64,
+    tag: u32,
+    frames: &[u64],
+    open: bool,
+    mine: &mut Option<(u32, u32)>,
+) -> Probe {
     let mask = slots - 1;
     let mut i = (h as usize) & mask;
-    // The slot value and id of this stack's record, once appended.
-    let mut mine: Option<(u32, u32)> = None;
     for _ in 0..slots {
         // SAFETY: i <= mask, inside the table.
         let slot = unsafe { &*table.add(i) };
         let v = slot.load(Ordering::Acquire);
         if v == 0 {
-            let (new, id) = match mine {
+            if !open {
+                return Probe::Absent;
+            }
+            let (new, id) = match *mine {
                 Some(m) => m,
                 None => match append(frames) {
                     Some((off, id)) => {
                         let m = (tag | (off + 1), id);
-                        mine = Some(m);
+                        *mine = Some(m);
                         m
                     }
-                    None => {
-                        LOST.fetch_add(1, Ordering::Relaxed);
-                        return 0;
-                    }
+                    None => return Probe::Lost,
                 },
             };
             match slot.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return id,
+                Ok(_) => return Probe::Inserted(id),
                 Err(w) => {
                     if let Some(id) = id_if_same(w, tag, frames) {
-                        return id;
+                        return Probe::Found(id);
                     }
                 }
             }
         } else if let Some(id) = id_if_same(v, tag, frames) {
-            return id;
+            return Probe::Found(id);
         }
         i = (i + 1) & mask;
     }
-    LOST.fetch_add(1, Ordering::Relaxed);
-    0
+    Probe::Lost
 }
 
-/// Stacks after which the lookup table moves to huge pages. Lookups land on random slots: with 4 KiB pages each
-/// one was a TLB miss as well as a cache miss, and interning was 7 % of cc1plus's wall time (74 % of it on the slot
-/// load). Not from the start: a program's first stacks would fault in a 2 MiB page each, 8 MiB for `ls`; by
-/// 8192 stacks, spread at random over the table's 2048 small pages, nearly all of them are resident anyway.
-const HUGE_AT: u32 = 8192;
+/// The big table, mapped by the first thread that needs it (null: not allowed, or no memory).
+#[cold]
+#[inline(never)]
+fn big_table() -> *mut AtomicU32 {
+    let b = BIG.load(Ordering::Acquire);
+    if !b.is_null() || !BIG_ALLOWED.load(Ordering::Relaxed) || BIG_FAILED.load(Ordering::Relaxed) {
+        return b;
+    }
+    let len = (1usize << BIG_BITS) * 4;
+    // Aligned for huge pages (see `to_huge_pages`).
+    let p = crate::sys::map_huge_aligned(len, true);
+    if p.is_null() {
+        BIG_FAILED.store(true, Ordering::Relaxed);
+        return p.cast();
+    }
+    match BIG.compare_exchange(
+        core::ptr::null_mut(),
+        p.cast(),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => p.cast(),
+        Err(other) => {
+            crate::sys::unmap(p, len);
+            other
+        }
+    }
+}
 
-/// Collapses the lookup table into huge pages (once, by the thread that interns stack `HUGE_AT`: a few
+/// Stacks after which the big table moves to huge pages. Its lookups land on random slots of 8 MiB: with 4 KiB
+/// pages each one was a TLB miss as well as a cache miss (when it was the only table, interning was 6-7.6 % of
+/// cc1plus's wall time, 74 % of it on the slot load; 5.1-5.4 % with huge pages). Not from the start: every random
+/// slot would fault in a 2 MiB page; by 8192 stacks, spread at random over the table's 2048 small pages, nearly
+/// all of them are resident anyway.
+const HUGE_AT: usize = 8192;
+
+/// Collapses the big table into huge pages (once, by the thread that puts the `HUGE_AT`th stack there: a few
 /// milliseconds of copying).
 #[cold]
 #[inline(never)]
-fn to_huge_pages() {
-    let len = TABLE_SLOTS_RT.load(Ordering::Relaxed) * 4;
-    if len >= crate::sys::HUGE_PAGE {
-        crate::sys::collapse_huge(TABLE.load(Ordering::Relaxed).cast(), len);
-    }
+fn to_huge_pages(big: *mut AtomicU32) {
+    crate::sys::collapse_huge(big.cast(), (1usize << BIG_BITS) * 4);
 }
 
 /// Appends a record of `frames` with a new id; returns its arena offset and the id.
@@ -219,9 +322,6 @@ fn append(frames: &[u64]) -> Option<(u32, u32)> {
     let id = NEXT_ID.fetch_add(1, Ordering::AcqRel);
     if id as usize >= MAX_STACKS_RT.load(Ordering::Relaxed) {
         return None;
-    }
-    if id == HUGE_AT {
-        to_huge_pages();
     }
     let arena = ARENA.load(Ordering::Relaxed);
     // SAFETY: [off, off + words) was reserved for us by the fetch_add and lies in the arena.

@@ -1,0 +1,87 @@
+//! Stack interning at scale (`src/intern.rs`): more distinct stacks than its first lookup table takes, each
+//! with the right frames and one id, and the same id when the same path runs again.
+
+mod common;
+use common::*;
+use std::collections::{BTreeMap, HashMap};
+
+/// 3^11 = 177147 distinct chains: past the small table's 131072, so the rest land in the big one.
+const LEVELS: u32 = 11;
+
+#[test]
+fn stacks_past_the_first_lookup_table_stay_distinct_and_right() {
+    let prog = compile("many_stacks.c", &["-O2", "-fomit-frame-pointer"]);
+    let scratch = Scratch::new("intern-many");
+    let t = traced(&scratch, &prog, &[&LEVELS.to_string()]);
+    t.out.assert_success();
+    let d = t.dump();
+    assert_eq!(u(&d.json["tracer"]["lost_stacks"]), 0);
+    assert_eq!(u(&d.json["tracer"]["truncated_stacks"]), 0);
+
+    // Where a, b, c and main start: a return address lies in the function that starts closest below it.
+    let starts: BTreeMap<u64, String> = t
+        .out
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("fn ")?.split(' ');
+            let name = w.next()?.to_owned();
+            let addr = u64::from_str_radix(w.next()?.trim_start_matches("0x"), 16).ok()?;
+            Some((addr, name))
+        })
+        .collect();
+    assert_eq!(starts.len(), 4, "{}", t.out.stdout);
+    let function = |ra: u64| starts.range(..ra).next_back().map(|(_, n)| n.as_str());
+
+    let stacks = d.json["stacks"].as_array().expect("stacks");
+    let frames = |id: u64| -> Vec<u64> {
+        stacks[id as usize]
+            .as_array()
+            .expect("frames")
+            .iter()
+            .map(u)
+            .collect()
+    };
+    // The program's blocks by size (16: first pass, 24: second), each in allocation order.
+    let mut passes: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
+    for b in d.json["blocks"].as_array().expect("blocks") {
+        let (size, stack, seq) = (u(&b[1]), u(&b[2]), u(&b[5]));
+        match size {
+            16 => passes[0].push((seq, stack)),
+            24 => passes[1].push((seq, stack)),
+            _ => {}
+        }
+    }
+    let paths = 3u64.pow(LEVELS);
+    for p in &mut passes {
+        p.sort();
+        assert_eq!(p.len() as u64, paths);
+    }
+
+    let mut ids: HashMap<u64, u64> = HashMap::new();
+    for (i, (&(_, id), &(_, again))) in passes[0].iter().zip(&passes[1]).enumerate() {
+        // The same path run again has the same id.
+        assert_eq!(id, again, "path {i}: ids {id} and {again}");
+        // One id per path.
+        if let Some(other) = ids.insert(id, i as u64) {
+            panic!("paths {other} and {i} share stack {id}");
+        }
+        // Innermost first: the allocating function (the last digit), ..., the first one, then main.
+        let f = frames(id);
+        assert!(f.len() > LEVELS as usize, "path {i}: {f:x?}");
+        let mut x = i as u64;
+        let mut want = Vec::new();
+        for _ in 0..LEVELS {
+            want.push(["a", "b", "c"][(x % 3) as usize]);
+            x /= 3;
+        }
+        want.reverse();
+        want.push("main");
+        let got: Vec<&str> = f[..=LEVELS as usize]
+            .iter()
+            .map(|&ra| function(ra).unwrap_or("?"))
+            .collect();
+        assert_eq!(got, want, "path {i}: {f:x?}");
+    }
+    assert_eq!(ids.len() as u64, paths);
+}
