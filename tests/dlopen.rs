@@ -121,15 +121,7 @@ fn stacks_stay_right_across_many_dlclose_cycles() {
 
     let leaks: Vec<_> = d.blocks().into_iter().filter(|b| b.size == 4321).collect();
     assert_eq!(leaks.len(), CYCLES, "one leak per cycle");
-    let stacks = d.json["stacks"].as_array().expect("stacks");
-    let frames = |id: u64| -> Vec<u64> {
-        stacks[id as usize]
-            .as_array()
-            .expect("frames")
-            .iter()
-            .map(u)
-            .collect()
-    };
+    let frames = |id: u64| d.frames(id);
     // Everything past the plugin's frame is main and the C runtime's start, the same for every cycle.
     let first = frames(leaks[0].stack);
     assert!(first.len() >= 3, "plugin, main and the runtime: {first:x?}");

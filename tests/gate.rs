@@ -182,6 +182,17 @@ fn reachable_global_passes_a_lost_block_fails_with_its_stack() {
     assert_eq!(out.code(), 3);
 }
 
+/// (bytes, count) of one kind in a gate report's totals.
+fn kind_totals(v: &Value, kind: &str) -> (u64, u64) {
+    let t = v["totals"]
+        .as_array()
+        .expect("totals")
+        .iter()
+        .find(|t| t["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in the totals"));
+    (u(&t["bytes"]), u(&t["count"]))
+}
+
 /// `definitely lost: X bytes in N blocks` and `indirectly lost: ...` from valgrind, if installed.
 fn memcheck_lost(prog: &Path, args: &[&str], cwd: &Path) -> Option<[(u64, u64); 2]> {
     let installed = clean_command("valgrind")
@@ -217,15 +228,7 @@ fn leaked_struct_is_one_definitely_and_three_indirectly_lost_as_memcheck_says() 
     let scratch = Scratch::new("gate-struct");
     let (out, v) = gate_run_json(&scratch, &[], &prog, &["struct"]);
     assert_eq!(out.code(), GATE, "{}", out.stderr);
-    let totals = |kind: &str| {
-        let t = v["totals"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["kind"] == kind)
-            .unwrap();
-        (u(&t["bytes"]), u(&t["count"]))
-    };
+    let totals = |kind: &str| kind_totals(&v, kind);
     let ours = [totals("definitely-lost"), totals("indirectly-lost")];
     assert_eq!(ours, [(24, 1), (196, 3)]);
     let f = finding(&v, "definitely-lost", "leak_record");
@@ -251,14 +254,7 @@ fn big_blocks_and_wide_graphs_are_classified_as_memcheck_says() {
     let scratch = Scratch::new("gate-wide");
     let (out, v) = gate_run_json(&scratch, &["--fail-on", "leak,reachable"], &prog, &["wide"]);
     assert_eq!(out.code(), GATE, "{}", out.stderr);
-    let totals = |kind: &str| {
-        v["totals"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["kind"] == kind)
-            .map_or((0, 0), |t| (u(&t["bytes"]), u(&t["count"])))
-    };
+    let totals = |kind: &str| kind_totals(&v, kind);
     // Definitely: the 300000-byte block and the 70000-pointer array; indirectly: what each of them holds.
     let ours = [totals("definitely-lost"), totals("indirectly-lost")];
     assert_eq!(ours, [(300_000 + 560_000, 2), (50 + 70_000 * 40, 70_001)]);

@@ -33,15 +33,7 @@ fn stacks_past_the_first_lookup_table_stay_distinct_and_right() {
     assert_eq!(starts.len(), 4, "{}", t.out.stdout);
     let function = |ra: u64| starts.range(..ra).next_back().map(|(_, n)| n.as_str());
 
-    let stacks = d.json["stacks"].as_array().expect("stacks");
-    let frames = |id: u64| -> Vec<u64> {
-        stacks[id as usize]
-            .as_array()
-            .expect("frames")
-            .iter()
-            .map(u)
-            .collect()
-    };
+    let frames = |id: u64| d.frames(id);
     // The program's blocks by size (16: first pass, 24: second), each in allocation order.
     let mut passes: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
     for b in d.json["blocks"].as_array().expect("blocks") {

@@ -484,6 +484,16 @@ impl Dump {
         ]
     }
 
+    /// The frames of stack `id` (innermost first).
+    pub fn frames(&self, id: u64) -> Vec<u64> {
+        self.json["stacks"][id as usize]
+            .as_array()
+            .expect("frames")
+            .iter()
+            .map(u)
+            .collect()
+    }
+
     pub fn blocks(&self) -> Vec<Block> {
         let names: Vec<&str> = self.json["allocators"]
             .as_array()
