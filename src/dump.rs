@@ -294,7 +294,7 @@ fn locked_write_classified(
         keys.extend(
             g.blocks()
                 .filter(|b| b.family() != family::INTERNAL)
-                .map(crate::reach::key),
+                .map(Block::key),
         );
         totals.add(&g.totals);
     }
@@ -306,10 +306,10 @@ fn locked_write_classified(
     const AHEAD: usize = 16;
     for (i, (&k, &c)) in keys.iter().zip(&class).enumerate() {
         if let Some(&next) = keys.get(i + AHEAD) {
-            let a = crate::reach::key_addr(next);
+            let a = table::key_addr(next);
             guards[table::shard_index(a)].prefetch(a);
         }
-        if let Some(b) = get(crate::reach::key_addr(k)) {
+        if let Some(b) = get(table::key_addr(k)) {
             write_block(out, &b, c, first, refs);
             count += 1;
             bytes += b.size();

@@ -100,6 +100,22 @@ impl Block {
     pub fn seq(&self) -> u64 {
         ((self.w0 >> 48) << 24) | (self.w1 >> 40)
     }
+    /// The block's entry in an address-sorted index (the exit scan's): its address above 16 bits of size, where
+    /// [`KEY_BIG`] stands for 64 KiB or more (look the size up). Sorting entries sorts by address. 8 bytes per
+    /// block: a 24-byte copy per block made 1M live blocks cost 80 bytes each at exit.
+    #[inline]
+    pub fn key(&self) -> u64 {
+        (self.addr() << 16) | self.size().min(KEY_BIG)
+    }
+}
+
+/// The size field of a [`Block::key`] for blocks of 64 KiB or more.
+pub const KEY_BIG: u64 = 0xffff;
+
+/// The address of the block that a [`Block::key`] describes.
+#[inline]
+pub fn key_addr(key: u64) -> u64 {
+    key >> 16
 }
 
 /// A recently freed block, kept to explain double frees.

@@ -16,7 +16,7 @@
 //! equal to `block + malloc_usable_size(block) - 8` is therefore not counted as a pointer into the block when
 //! the allocator is glibc's.
 
-use crate::table::Block;
+use crate::table::{key_addr, KEY_BIG as BIG};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -271,20 +271,6 @@ pub fn roots() -> Roots {
     Roots(ranges)
 }
 
-/// A block's entry in the scan's index: its address above 16 bits of size (`BIG`: 64 KiB or more, look it up).
-/// Sorting entries sorts by address. 8 bytes per block: the index, not a copy of the blocks, is what the exit
-/// scan adds to the tracer's memory (a 24-byte copy per block made 1M live blocks cost 80 bytes each at exit).
-pub fn key(b: &Block) -> u64 {
-    (b.addr() << 16) | b.size().min(BIG)
-}
-
-/// The address of the block that `key` describes.
-pub fn key_addr(key: u64) -> u64 {
-    key >> 16
-}
-
-const BIG: u64 = 0xffff;
-
 struct Index<'a, F> {
     keys: &'a [u64],
     /// Size of the block at an address, for blocks of `BIG` bytes or more.
@@ -453,9 +439,9 @@ impl<F: Fn(u64) -> u64> Marker<'_, F> {
     }
 }
 
-/// Classifies the blocks of `keys` (sorted [`key`]s; the table must be locked by the caller, and `big` gives the
-/// size of a block of 64 KiB or more from its address). Returns one class per block, or None when the tracer has
-/// no memory for the scan.
+/// Classifies the blocks of `keys` (sorted [`Block::key`](crate::table::Block::key)s; the table must be locked by
+/// the caller, and `big` gives the size of a block of 64 KiB or more from its address). Returns one class per
+/// block, or None when the tracer has no memory for the scan.
 pub fn classify(keys: &[u64], big: impl Fn(u64) -> u64, roots: &Roots) -> Option<Vec<u8>> {
     let mut class: Vec<u8> = Vec::new();
     class.try_reserve_exact(keys.len()).ok()?;

@@ -5,7 +5,6 @@
 //! headers `modules.rs` already reads), each thread's stack (`NT_TIB.StackLimit..StackBase`, recorded by
 //! [`register_thread`] at a thread's first allocation) and the exiting thread's registers.
 
-use crate::table::Block;
 use alloc::vec::Vec;
 
 /// Root ranges (none on Windows yet).
@@ -17,16 +16,6 @@ pub fn register_thread() {}
 /// No roots are gathered.
 pub fn roots() -> Roots {
     Roots
-}
-
-/// The scan's index entry of a block (as on Linux; unused while `classify` declines).
-pub fn key(b: &Block) -> u64 {
-    (b.addr() << 16) | b.size().min(0xffff)
-}
-
-/// The address of the block that `key` describes.
-pub fn key_addr(key: u64) -> u64 {
-    key >> 16
 }
 
 /// Always None: blocks keep class 0.
