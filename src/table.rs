@@ -306,8 +306,8 @@ pub fn shard_index(addr: u64) -> usize {
 fn home(addr: u64, cap: usize) -> usize {
     let pos = addr >> 5;
     let scrambled = (pos >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    // 32 bits of hash times the number of windows (< 2^29) fits a plain 64-bit multiply (a 128-bit one cost
-    // register moves: +25 instructions per malloc/free pair).
+    // The hash's top 32 bits scaled to the number of windows (cap / 8 < 2^32 for any table that fits in memory):
+    // the product fits 64 bits.
     let group = (((scrambled >> 32) * (cap as u64 >> 3)) >> 32) as usize;
     group * 8 + (pos & 7) as usize
 }
