@@ -59,7 +59,7 @@ results="$out/results.tsv"
 
 # Tests that check a documented known limit (docs/design.md, "Known limits"; #[ignore]d in CI): run here, their
 # results listed apart and not counted as failures. Remove a name once the limit is lifted (and its #[ignore]).
-known_limits=(loader_leak_of_unloaded_library_keeps_its_attribution)
+known_limits=()
 is_known_limit() { local k; for k in "${known_limits[@]}"; do [ "$k" = "$1" ] && return 0; done; return 1; }
 
 # ---- toolchains for the long-form-only cases --------------------------------------------------------------------

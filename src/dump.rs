@@ -761,7 +761,13 @@ fn write_modules(out: &mut Out, crash: bool) {
             }
             out.raw(b"],");
             out.key("loaded");
-            out.raw(if m.loaded { b"true}" } else { b"false}" });
+            out.raw(if m.loaded { b"true" } else { b"false" });
+            if !m.loaded && m.stacks_to != 0 {
+                out.raw(b",");
+                out.key("stacks_to");
+                out.num(m.stacks_to as u64);
+            }
+            out.raw(b"}");
         }
     }
     out.raw(b"],\n");

@@ -168,6 +168,11 @@ pub struct Module {
     pub segments: Vec<Segment>,
     /// `false`: `dlclose`d before this dump (its address range may since have been reused).
     pub loaded: bool,
+    /// For an unloaded module: the number of stacks interned when it was found gone. Stacks with a lower id
+    /// were interned while it was mapped, so their addresses in its range are its code, even if another module
+    /// has since been mapped there (the two were never mapped at once). Absent in older dumps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacks_to: Option<u64>,
 }
 
 /// A `PT_LOAD` segment, serialized as `[vaddr, memsz, flags]`.

@@ -869,7 +869,8 @@ delete_fn! {
 
 // ---- process and loader events ------------------------------------------------------------------------------
 
-/// `dlclose(3)`: remember the module map before the library goes, and drop cached unwind rules after.
+/// `dlclose(3)`: remember the module map before the library goes; after, drop cached unwind rules and note the
+/// stack count it went at.
 ///
 /// # Safety
 /// As for the real dlclose.
@@ -882,13 +883,18 @@ pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
         return -1;
     };
     // SAFETY: the calling thread's state.
-    let t = unsafe { &mut *thread::current() };
-    if t.busy == 0 {
+    let outer = unsafe { (*thread::current()).busy } == 0;
+    if outer {
         thread::with_busy(thread::BUSY_TRACER, || guarded(crate::modules::refresh));
     }
     // SAFETY: forwarding.
     let rc = unsafe { f(handle) };
     crate::stack::invalidate();
+    if outer && rc == 0 {
+        // Again once it is gone: the stack count it was unloaded at is what tells its stacks from those of a
+        // library mapped at its place later (modules::Module::stacks_to).
+        thread::with_busy(thread::BUSY_TRACER, || guarded(crate::modules::refresh));
+    }
     rc
 }
 

@@ -18,6 +18,10 @@ pub struct Module {
     pub segments: Vec<[u64; 3]>,
     /// Still mapped at the last refresh.
     pub loaded: bool,
+    /// The number of interned stacks when a refresh first found it gone (0: still loaded, or unknown). Every
+    /// stack with a lower id was interned while it was mapped: the symbolizer tells its addresses from those of
+    /// a module mapped later at the same place by this.
+    pub stacks_to: u32,
 }
 
 static REGISTRY: SpinLock<Vec<Module>> = SpinLock::new(Vec::new());
@@ -100,6 +104,7 @@ fn collect() -> Vec<Module> {
             base: info.dlpi_addr,
             segments: Vec::new(),
             loaded: true,
+            stacks_to: 0,
         };
         for i in 0..info.dlpi_phnum as usize {
             // SAFETY: dlpi_phdr has dlpi_phnum entries.
@@ -128,8 +133,13 @@ fn collect() -> Vec<Module> {
 pub fn refresh() {
     let now = collect();
     let mut reg = REGISTRY.lock();
+    let stacks = crate::intern::count();
     for m in reg.iter_mut() {
-        m.loaded = now.iter().any(|n| n.base == m.base && n.path == m.path);
+        let loaded = now.iter().any(|n| n.base == m.base && n.path == m.path);
+        if m.loaded && !loaded {
+            m.stacks_to = stacks;
+        }
+        m.loaded = loaded;
     }
     for n in now {
         if !reg.iter().any(|m| m.base == n.base && m.path == n.path) {

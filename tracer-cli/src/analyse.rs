@@ -141,7 +141,7 @@ pub fn analyse(
         leaks.truncate(limit);
     }
     for site in &mut leaks {
-        site.frames = symbolizer.stack(dump.stack(site.stack));
+        site.frames = symbolizer.stack_of(site.stack, dump.stack(site.stack));
     }
 
     let errors: Vec<ErrorItem> = dump
@@ -154,9 +154,11 @@ pub fn analyse(
             allocator: e.allocator.clone(),
             freed_with: e.freed_with.clone(),
             detail: e.detail.clone(),
-            free: symbolizer.stack(dump.stack(e.stack)),
-            alloc: e.alloc_stack.map(|s| symbolizer.stack(dump.stack(s))),
-            first_free: e.first_free_stack.map(|s| symbolizer.stack(dump.stack(s))),
+            free: symbolizer.stack_of(e.stack, dump.stack(e.stack)),
+            alloc: e.alloc_stack.map(|s| symbolizer.stack_of(s, dump.stack(s))),
+            first_free: e
+                .first_free_stack
+                .map(|s| symbolizer.stack_of(s, dump.stack(s))),
         })
         .collect();
 
@@ -170,7 +172,7 @@ pub fn analyse(
         code: c.code,
         addr: c.addr,
         tid: c.tid,
-        frames: symbolizer.stack(dump.stack(c.stack)),
+        frames: symbolizer.stack_of(c.stack, dump.stack(c.stack)),
     });
     let mut warnings = tracer_warnings(dump);
     warnings.extend(symbolizer.warnings().iter().cloned());

@@ -579,7 +579,7 @@ pub fn from_dump(
         if let Some(c) = &dump.crash {
             f.stacks.push(Stack {
                 role: Role::Crash,
-                frames: symbolizer.stack(dump.stack(c.stack)),
+                frames: symbolizer.stack_of(c.stack, dump.stack(c.stack)),
             });
             f.fingerprint = fingerprint::of(&f);
         }
@@ -701,7 +701,7 @@ fn leak_findings(
                 addr: None,
                 stacks: vec![Stack {
                     role: Role::Alloc,
-                    frames: symbolizer.stack(dump.stack(stack)),
+                    frames: symbolizer.stack_of(stack, dump.stack(stack)),
                 }],
                 fingerprint: String::new(),
                 status: Status::Fail,
@@ -723,18 +723,18 @@ fn error_findings(dump: &Dump, symbolizer: &mut Symbolizer) -> Vec<Finding> {
         kept[e.kind as usize] += site.count;
         let mut stacks = vec![Stack {
             role: Role::Free,
-            frames: symbolizer.stack(dump.stack(e.stack)),
+            frames: symbolizer.stack_of(e.stack, dump.stack(e.stack)),
         }];
         if let Some(s) = e.first_free_stack {
             stacks.push(Stack {
                 role: Role::FirstFree,
-                frames: symbolizer.stack(dump.stack(s)),
+                frames: symbolizer.stack_of(s, dump.stack(s)),
             });
         }
         if let Some(s) = e.alloc_stack {
             stacks.push(Stack {
                 role: Role::Alloc,
-                frames: symbolizer.stack(dump.stack(s)),
+                frames: symbolizer.stack_of(s, dump.stack(s)),
             });
         }
         let mut f = Finding {

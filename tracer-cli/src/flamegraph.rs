@@ -146,7 +146,7 @@ pub fn add_dump(
         *per_stack.entry(b.stack).or_default() += w;
     }
     for (stack, bytes) in per_stack {
-        let frames = sym.stack(dump.stack(stack));
+        let frames = sym.stack_of(stack, dump.stack(stack));
         let line = fold_line(&frames, root);
         *folded.entry(line).or_default() += bytes.round() as u128;
     }

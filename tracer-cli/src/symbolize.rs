@@ -48,7 +48,8 @@ pub struct Symbolizer {
     /// `dlclose`d module's range may since have been reused by a module that is still there.
     loaded_ranges: Vec<Range>,
     unloaded_ranges: Vec<Range>,
-    cache: HashMap<u64, Rc<[Frame]>>,
+    /// Frames by (address, module index; `usize::MAX`: none).
+    cache: HashMap<(u64, usize), Rc<[Frame]>>,
     warnings: Vec<String>,
     exe: String,
     /// Root of the system's separate debug files (`/usr/lib/debug`); a field so tests can point it elsewhere.
@@ -73,6 +74,8 @@ struct ModuleEntry {
     path: Rc<str>,
     build_id: String,
     base: u64,
+    /// For an unloaded module: stacks with a lower id were interned while it was mapped.
+    stacks_to: Option<u64>,
     state: ModuleState,
 }
 
@@ -124,6 +127,7 @@ impl Symbolizer {
                 path: Rc::from(m.path.as_str()),
                 build_id: m.build_id.to_ascii_lowercase(),
                 base: m.base,
+                stacks_to: if m.loaded { None } else { m.stacks_to },
                 state: ModuleState::NotOpened,
             });
             // Return addresses are in executable segments; a module without flags (hand-written dumps) is
@@ -166,21 +170,53 @@ impl Symbolizer {
 
     /// Symbolizes a whole stack (innermost first), expanding inlined frames.
     pub fn stack(&mut self, pcs: &[u64]) -> Vec<Frame> {
+        self.stack_with(None, pcs)
+    }
+
+    /// Symbolizes stack `id` of the dump (its addresses `pcs`): an address in a range that two modules occupied
+    /// one after the other (a `dlclose`d library, then another mapped at its place) is given to the module that
+    /// was mapped when the stack was interned.
+    pub fn stack_of(&mut self, id: u64, pcs: &[u64]) -> Vec<Frame> {
+        self.stack_with(Some(id), pcs)
+    }
+
+    fn stack_with(&mut self, id: Option<u64>, pcs: &[u64]) -> Vec<Frame> {
         let mut out = Vec::with_capacity(pcs.len());
         for &pc in pcs {
-            out.extend(self.frames(pc).iter().cloned());
+            let module = self.module_for(pc, id);
+            out.extend(self.frames_in(pc, module).iter().cloned());
         }
         out
     }
 
-    /// Symbolizes one return address: one frame, or several when it is inside inlined code.
-    pub fn frames(&mut self, pc: u64) -> Rc<[Frame]> {
-        if let Some(frames) = self.cache.get(&pc) {
+    /// Symbolizes one return address in `module`: one frame, or several when it is inside inlined code.
+    fn frames_in(&mut self, pc: u64, module: Option<usize>) -> Rc<[Frame]> {
+        let key = (pc, module.unwrap_or(usize::MAX));
+        if let Some(frames) = self.cache.get(&key) {
             return frames.clone();
         }
-        let frames: Rc<[Frame]> = self.lookup(pc).into();
-        self.cache.insert(pc, frames.clone());
+        let frames: Rc<[Frame]> = self.lookup(pc, module).into();
+        self.cache.insert(key, frames.clone());
         frames
+    }
+
+    /// The module of `pc` in stack `id`: among the unloaded modules whose range holds it, the first to go after
+    /// the stack was interned (modules that share a range were never mapped at once); otherwise the loaded one,
+    /// then any unloaded one (dumps without `stacks_to`).
+    fn module_for(&self, pc: u64, id: Option<u64>) -> Option<usize> {
+        if let Some(id) = id {
+            let upto = self.unloaded_ranges.partition_point(|r| r.start <= pc);
+            let mapped_then = self.unloaded_ranges[..upto]
+                .iter()
+                .filter(|r| pc < r.end)
+                .filter_map(|r| Some((self.modules[r.module].stacks_to?, r.module)))
+                .filter(|&(to, _)| to > id)
+                .min();
+            if let Some((_, m)) = mapped_then {
+                return Some(m);
+            }
+        }
+        self.find_module(pc)
     }
 
     fn find_module(&self, pc: u64) -> Option<usize> {
@@ -194,8 +230,8 @@ impl Symbolizer {
         find(&self.loaded_ranges).or_else(|| find(&self.unloaded_ranges))
     }
 
-    fn lookup(&mut self, pc: u64) -> Vec<Frame> {
-        let Some(idx) = self.find_module(pc) else {
+    fn lookup(&mut self, pc: u64, module: Option<usize>) -> Vec<Frame> {
+        let Some(idx) = module else {
             return vec![Frame {
                 address: pc,
                 module: None,
@@ -716,6 +752,7 @@ int main() { return Widget::make(16) == nullptr; }
                 base,
                 segments,
                 loaded: true,
+                stacks_to: None,
             }];
             dump.stacks = vec![vec![], pcs];
             dump.blocks.truncate(1);
