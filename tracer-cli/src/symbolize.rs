@@ -48,6 +48,9 @@ pub struct Symbolizer {
     /// `dlclose`d module's range may since have been reused by a module that is still there.
     loaded_ranges: Vec<Range>,
     unloaded_ranges: Vec<Range>,
+    /// `unloaded_reach[i]`: the highest end among `unloaded_ranges[..=i]`, so that a search for the
+    /// unloaded ranges holding an address stops where none further down can.
+    unloaded_reach: Vec<u64>,
     /// Frames by (address, module index; `usize::MAX`: none).
     cache: HashMap<(u64, usize), Rc<[Frame]>>,
     warnings: Vec<String>,
@@ -106,6 +109,7 @@ impl Symbolizer {
             modules: Vec::new(),
             loaded_ranges: Vec::new(),
             unloaded_ranges: Vec::new(),
+            unloaded_reach: Vec::new(),
             cache: HashMap::new(),
             warnings: Vec::new(),
             exe: String::new(),
@@ -157,6 +161,13 @@ impl Symbolizer {
         unloaded_ranges.sort_by_key(|r| r.start);
         self.modules = modules;
         self.loaded_ranges = loaded_ranges;
+        self.unloaded_reach = unloaded_ranges
+            .iter()
+            .scan(0, |reach, r| {
+                *reach = r.end.max(*reach);
+                Some(*reach)
+            })
+            .collect();
         self.unloaded_ranges = unloaded_ranges;
         self.cache.clear();
         self.warnings.clear();
@@ -206,8 +217,14 @@ impl Symbolizer {
     fn module_for(&self, pc: u64, id: Option<u64>) -> Option<usize> {
         if let Some(id) = id {
             let upto = self.unloaded_ranges.partition_point(|r| r.start <= pc);
+            // From the nearest range down, while one further down may still reach past pc (for most addresses,
+            // none: a dump may hold thousands of unloaded libraries).
             let mapped_then = self.unloaded_ranges[..upto]
                 .iter()
+                .zip(&self.unloaded_reach[..upto])
+                .rev()
+                .take_while(|&(_, &reach)| reach > pc)
+                .map(|(r, _)| r)
                 .filter(|r| pc < r.end)
                 .filter_map(|r| Some((self.modules[r.module].stacks_to?, r.module)))
                 .filter(|&(to, _)| to > id)
