@@ -26,8 +26,6 @@ const SMALL_BITS: u32 = 18;
 const BIG_BITS: u32 = 21;
 /// Stacks the small table takes (half its slots; 3/4 when there is no big table).
 static SMALL_LIMIT_RT: AtomicUsize = AtomicUsize::new(1 << (SMALL_BITS - 1));
-/// Whether the big table may be made (not under `ulimit -v`).
-static BIG_ALLOWED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
 /// The stack limit: both tables' shares.
 static MAX_STACKS_RT: AtomicUsize = AtomicUsize::new(MAX_STACKS);
 const MAX_STACKS: usize = (1 << (SMALL_BITS - 1)) + (1 << BIG_BITS) * 3 / 4;
@@ -53,8 +51,9 @@ static SMALL_USED: AtomicUsize = AtomicUsize::new(0);
 static BIG: AtomicPtr<AtomicU32> = AtomicPtr::new(core::ptr::null_mut());
 /// Stacks inserted into the big table.
 static BIG_USED: AtomicUsize = AtomicUsize::new(0);
-/// Set when mapping the big table failed: later stacks are lost without another try per stack.
-static BIG_FAILED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// The big table is not to be mapped: the address space is limited (`ulimit -v`), or mapping it failed (later
+/// stacks are then lost without another try per stack).
+static BIG_REFUSED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// `offset + 1` of each id's record in the arena (0: being written).
 static OFFSETS: AtomicPtr<AtomicU64> = AtomicPtr::new(core::ptr::null_mut());
 static ARENA: AtomicPtr<u64> = AtomicPtr::new(core::ptr::null_mut());
@@ -72,7 +71,7 @@ pub fn init() -> bool {
     let max_stacks = if limited {
         let limit = (1 << SMALL_BITS) * 3 / 4;
         SMALL_LIMIT_RT.store(limit, Ordering::Relaxed);
-        BIG_ALLOWED.store(false, Ordering::Relaxed);
+        BIG_REFUSED.store(true, Ordering::Relaxed);
         limit
     } else {
         MAX_STACKS
@@ -273,14 +272,14 @@ fn probe(
 #[inline(never)]
 fn big_table() -> *mut AtomicU32 {
     let b = BIG.load(Ordering::Acquire);
-    if !b.is_null() || !BIG_ALLOWED.load(Ordering::Relaxed) || BIG_FAILED.load(Ordering::Relaxed) {
+    if !b.is_null() || BIG_REFUSED.load(Ordering::Relaxed) {
         return b;
     }
     let len = (1usize << BIG_BITS) * 4;
     // Aligned for huge pages (see `to_huge_pages`).
     let p = crate::sys::map_huge_aligned(len, true);
     if p.is_null() {
-        BIG_FAILED.store(true, Ordering::Relaxed);
+        BIG_REFUSED.store(true, Ordering::Relaxed);
         return p.cast();
     }
     match BIG.compare_exchange(
