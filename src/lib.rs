@@ -26,6 +26,7 @@ mod heap;
 mod intern;
 mod json;
 mod lock;
+mod module_map;
 mod record;
 mod table;
 mod thread;

@@ -1,35 +1,12 @@
-//! The module map: every object loaded into the process, with what an offline symbolizer needs (path,
-//! build-id, load bias, PT_LOAD segments). Objects unloaded by `dlclose` stay in the map, marked unloaded, so
-//! their leaks still symbolize after the library and even the process are gone.
+//! The module map on Linux: every object loaded into the process, with what an offline symbolizer needs (path,
+//! build-id, load bias, PT_LOAD segments), merged into the shared map (`crate::module_map`). Objects unloaded by
+//! `dlclose` stay in the map, marked unloaded, so their leaks still symbolize after the library and even the
+//! process are gone.
 
-use crate::lock::SpinLock;
 use alloc::vec::Vec;
 use core::ffi::c_void;
 
-/// One loaded (or once loaded) object.
-pub struct Module {
-    /// File path (the executable's is resolved through /proc/self/exe).
-    pub path: Vec<u8>,
-    /// GNU build-id bytes (empty when the object has none).
-    pub build_id: Vec<u8>,
-    /// Load bias (`dlpi_addr`).
-    pub base: u64,
-    /// PT_LOAD segments: vaddr, memsz, flags.
-    pub segments: Vec<[u64; 3]>,
-    /// Still mapped at the last refresh.
-    pub loaded: bool,
-    /// The number of interned stacks when a refresh first found it gone (0: still loaded, or unknown). Every
-    /// stack with a lower id was interned while it was mapped: the symbolizer tells its addresses from those of
-    /// a module mapped later at the same place by this.
-    pub stacks_to: u32,
-}
-
-static REGISTRY: SpinLock<Vec<Module>> = SpinLock::new(Vec::new());
-
-/// The registry's lock (for fork handling and for dumps).
-pub fn registry() -> &'static SpinLock<Vec<Module>> {
-    &REGISTRY
-}
+pub use crate::module_map::{registry, Module};
 
 fn exe_path() -> Vec<u8> {
     let mut buf = [0u8; 4096];
@@ -131,19 +108,5 @@ fn collect() -> Vec<Module> {
 
 /// Brings the registry up to date: adds new objects, marks vanished ones unloaded.
 pub fn refresh() {
-    let now = collect();
-    let mut reg = REGISTRY.lock();
-    let stacks = crate::intern::count();
-    for m in reg.iter_mut() {
-        let loaded = now.iter().any(|n| n.base == m.base && n.path == m.path);
-        if m.loaded && !loaded {
-            m.stacks_to = stacks;
-        }
-        m.loaded = loaded;
-    }
-    for n in now {
-        if !reg.iter().any(|m| m.base == n.base && m.path == n.path) {
-            reg.push(n);
-        }
-    }
+    crate::module_map::merge(collect());
 }

@@ -9,7 +9,6 @@
 //! with flags 1 = execute, 2 = write, 4 = read. There is no build-id: `object` reads none from PE files, and
 //! the symbolizer compares it with the dump's.
 
-use crate::lock::SpinLock;
 use alloc::vec::Vec;
 use core::ffi::c_void;
 use windows_sys::Win32::Foundation::{CloseHandle, HMODULE, INVALID_HANDLE_VALUE};
@@ -24,30 +23,7 @@ use windows_sys::Win32::System::LibraryLoader::{
 use windows_sys::Win32::System::ProcessStatus::K32EnumProcessModules;
 use windows_sys::Win32::System::Threading::GetCurrentProcess;
 
-/// One loaded (or once loaded) image.
-pub struct Module {
-    /// File path (UTF-8).
-    pub path: Vec<u8>,
-    /// Always empty on Windows (see the module comment).
-    pub build_id: Vec<u8>,
-    /// Load bias: actual base − preferred ImageBase.
-    pub base: u64,
-    /// Sections: preferred vaddr, virtual size, flags.
-    pub segments: Vec<[u64; 3]>,
-    /// Still loaded at the last refresh.
-    pub loaded: bool,
-    /// The number of interned stacks when a refresh first found it gone (0: still loaded, or unknown). Every
-    /// stack with a lower id was interned while it was mapped: the symbolizer tells its addresses from those of
-    /// a module mapped later at the same place by this.
-    pub stacks_to: u32,
-}
-
-static REGISTRY: SpinLock<Vec<Module>> = SpinLock::new(Vec::new());
-
-/// The registry's lock (for dumps).
-pub fn registry() -> &'static SpinLock<Vec<Module>> {
-    &REGISTRY
-}
+pub use crate::module_map::{registry, Module};
 
 /// The handle of an already loaded module by name.
 pub fn module_handle(name: &str) -> HMODULE {
@@ -263,21 +239,7 @@ pub fn handles(out: &mut Vec<HMODULE>) {
 pub fn refresh() {
     let mut hs = Vec::new();
     handles(&mut hs);
-    let now: Vec<Module> = hs.iter().filter_map(|&h| describe(h)).collect();
-    let mut reg = REGISTRY.lock();
-    let stacks = crate::intern::count();
-    for m in reg.iter_mut() {
-        let loaded = now.iter().any(|n| n.base == m.base && n.path == m.path);
-        if m.loaded && !loaded {
-            m.stacks_to = stacks;
-        }
-        m.loaded = loaded;
-    }
-    for n in now {
-        if !reg.iter().any(|m| m.base == n.base && m.path == n.path) {
-            reg.push(n);
-        }
-    }
+    crate::module_map::merge(hs.iter().filter_map(|&h| describe(h)).collect());
 }
 
 /// The address of a module's export by name, if present.
