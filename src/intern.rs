@@ -38,6 +38,11 @@ const OFF_BITS: u32 = 25;
 const OFF_MASK: u32 = (1 << OFF_BITS) - 1;
 const _: () = assert!(ARENA_TRIES[0] < (1 << OFF_BITS) - 1);
 
+/// A small-table slot that was empty when a thread found the table closed: the end of every probe chain through
+/// it, as if empty, but no stack may be inserted there any more. (No record has this offset field: records start
+/// below `ARENA_TRIES[0]`.)
+const SEALED: u32 = OFF_MASK;
+
 /// The slot tag of hash `h`: its top bits, which do not choose the slot.
 #[inline(always)]
 fn tag_of(h: u64) -> u32 {
@@ -163,9 +168,9 @@ pub fn count() -> u32 {
 
 /// The id of `frames`, interning it if new. 0 (the empty stack) when the tracer is out of room.
 ///
-/// Two threads that intern the same new stack just as the small table closes may put it in both tables, under
-/// two ids with the same frames (as two that race to append it may leave an orphan copy); readers see two stacks
-/// that are equal frame for frame.
+/// One id per stack, also when threads intern the same new stack just as the small table closes: a thread that
+/// finds it closed seals the empty slot where the stack would go (see [`probe`]), so a thread that still found it
+/// open cannot put the stack there afterwards and goes to the big table too, where one of them wins.
 pub fn intern(frames: &[u64]) -> u32 {
     let small = SMALL.load(Ordering::Acquire);
     if small.is_null() {
@@ -220,6 +225,13 @@ enum Probe {
 
 /// Looks `frames` (hash `h`, tag `tag`) up in `table` of `slots` slots, and inserts it at the first empty slot
 /// when `open`. `mine` is the record appended for it, if any (appended at most once per intern).
+///
+/// A stack's probe chain is the same for every thread, and slots only go from empty to full, so the first empty
+/// slot of the chain is where the stack is inserted, by whichever thread gets there first. A thread that finds the
+/// table closed claims that slot with [`SEALED`] instead (a CAS, as an insert): if an insert beat it, it finds
+/// the stack there; if it won, no thread can insert the stack into this table any more (a probe stops at a sealed
+/// slot). Without the seal, a thread that had read "open" just before the table closed could insert the stack
+/// here while another, which had read "closed", put it in the big table under a second id.
 #[inline(always)]
 fn probe(
     table: *mut AtomicU32,
@@ -236,9 +248,22 @@ fn probe(
         // SAFETY: i <= mask, inside the table.
         let slot = unsafe { &*table.add(i) };
         let v = slot.load(Ordering::Acquire);
+        if v == SEALED {
+            return Probe::Absent;
+        }
         if v == 0 {
             if !open {
-                return Probe::Absent;
+                match slot.compare_exchange(0, SEALED, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return Probe::Absent,
+                    Err(SEALED) => return Probe::Absent,
+                    Err(w) => {
+                        if let Some(id) = id_if_same(w, tag, frames) {
+                            return Probe::Found(id);
+                        }
+                        i = (i + 1) & mask;
+                        continue;
+                    }
+                }
             }
             let (new, id) = match *mine {
                 Some(m) => m,
@@ -253,6 +278,7 @@ fn probe(
             };
             match slot.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Probe::Inserted(id),
+                Err(SEALED) => return Probe::Absent,
                 Err(w) => {
                     if let Some(id) = id_if_same(w, tag, frames) {
                         return Probe::Found(id);
