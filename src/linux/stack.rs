@@ -385,8 +385,11 @@ const QUICK_FUTILE: u32 = 8;
 /// Walks that missed the whole-walk cache recently, by a hash of their start and stack id: a walk is cached the
 /// second time it misses, so that one-off walks do not displace the ones that recur. Large enough that a walk
 /// recurring once per request (sqlite: once per statement, after a few dozen others) is still remembered when it
-/// comes back.
-const DOORKEEPER: usize = 512;
+/// comes back. Each miss is noted in two slots chosen by different hash bits, and a walk that finds itself in
+/// either is cached: with one slot, two walks that recur in turn and share it evicted each other for ever, and
+/// which walks shared one was a matter of code addresses (sqlite's 20k statements: ~1k uncached walks with one
+/// build, ~20k with the next, whose only change was elsewhere in the library).
+const DOORKEEPER: usize = 1024;
 
 #[inline(always)]
 fn quick_set(pc: u64, sp: u64) -> (usize, u64) {
@@ -523,14 +526,24 @@ fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], seen: &mut [u32; DOORKEEPER], 
     // alone, cc1plus — whose recursive-descent stacks differ below the same start nearly every time — filled an
     // entry on 39 % of its 1.55M missed walks, at ~1,200 instructions each, for entries that seldom answered.)
     let tag = (tag ^ u64::from(f.id).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
-    let Some(door) = seen.get_mut((tag >> 32) as usize % DOORKEEPER) else {
+    let (a, b) = (
+        (tag >> 32) as usize % DOORKEEPER,
+        (tag >> 42) as usize % DOORKEEPER,
+    );
+    let (Some(&da), Some(&db)) = (seen.get(a), seen.get(b)) else {
         return;
     };
-    if *door != tag as u32 {
-        *door = tag as u32;
+    let t = tag as u32;
+    if da != t && db != t {
+        seen[a] = t;
+        seen[b] = t;
         return;
     }
-    *door = 0;
+    for i in [a, b] {
+        if seen[i] == t {
+            seen[i] = 0;
+        }
+    }
     let way = set.next as usize % QUICK_WAYS;
     set.next = (way as u32 + 1) % QUICK_WAYS as u32;
     let q = &mut set.ways[way];
