@@ -144,7 +144,7 @@ pub struct Freed {
 /// second line, every call touched two: cachegrind counted ~0.5 more L1 misses per malloc/free pair on churn).
 pub struct Shard {
     /// `cap` slots followed by the ring of `RING` recent frees, one allocation (null before the first block):
-    /// the ring needs no pointer of its own, and the most of the 1024 shards that are never used cost nothing
+    /// the ring needs no pointer of its own, and shards that are never used (most of the 1024) cost nothing
     /// (static rings took the address space of a program under `ulimit -v`).
     slots: *mut Block,
     /// Totals of the blocks of this shard, counted under its lock: plain adds, no extra atomics.
