@@ -9,6 +9,32 @@ use std::collections::{BTreeMap, HashMap};
 /// 3^11 = 177147 distinct chains: past the small table's 131072, so the rest land in the big one.
 const LEVELS: u32 = 11;
 
+/// Where a, b, c and main start, from the program's "fn NAME 0xADDR" lines: a return address lies in the
+/// function that starts closest below it.
+fn function_starts(stdout: &str) -> BTreeMap<u64, String> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("fn ")?.split(' ');
+            let name = w.next()?.to_owned();
+            let addr = u64::from_str_radix(w.next()?.trim_start_matches("0x"), 16).ok()?;
+            Some((addr, name))
+        })
+        .collect()
+}
+
+/// The functions path `i` calls, innermost first: the allocating one (the last digit) first, the first one last.
+fn path_functions(i: u64) -> Vec<&'static str> {
+    let mut x = i;
+    let mut want = Vec::new();
+    for _ in 0..LEVELS {
+        want.push(["a", "b", "c"][(x % 3) as usize]);
+        x /= 3;
+    }
+    want.reverse();
+    want
+}
+
 #[test]
 fn stacks_past_the_first_lookup_table_stay_distinct_and_right() {
     let prog = compile("many_stacks.c", &["-O2", "-fomit-frame-pointer"]);
@@ -19,18 +45,7 @@ fn stacks_past_the_first_lookup_table_stay_distinct_and_right() {
     assert_eq!(u(&d.json["tracer"]["lost_stacks"]), 0);
     assert_eq!(u(&d.json["tracer"]["truncated_stacks"]), 0);
 
-    // Where a, b, c and main start: a return address lies in the function that starts closest below it.
-    let starts: BTreeMap<u64, String> = t
-        .out
-        .stdout
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.strip_prefix("fn ")?.split(' ');
-            let name = w.next()?.to_owned();
-            let addr = u64::from_str_radix(w.next()?.trim_start_matches("0x"), 16).ok()?;
-            Some((addr, name))
-        })
-        .collect();
+    let starts = function_starts(&t.out.stdout);
     assert_eq!(starts.len(), 4, "{}", t.out.stdout);
     let function = |ra: u64| starts.range(..ra).next_back().map(|(_, n)| n.as_str());
 
@@ -62,13 +77,7 @@ fn stacks_past_the_first_lookup_table_stay_distinct_and_right() {
         // Innermost first: the allocating function (the last digit), ..., the first one, then main.
         let f = frames(id);
         assert!(f.len() > LEVELS as usize, "path {i}: {f:x?}");
-        let mut x = i as u64;
-        let mut want = Vec::new();
-        for _ in 0..LEVELS {
-            want.push(["a", "b", "c"][(x % 3) as usize]);
-            x /= 3;
-        }
-        want.reverse();
+        let mut want = path_functions(i as u64);
         want.push("main");
         let got: Vec<&str> = f[..=LEVELS as usize]
             .iter()
@@ -99,17 +108,7 @@ fn threads_interning_the_same_new_stacks_get_one_id_each() {
     t.out.assert_success();
     let d = t.dump();
     assert_eq!(u(&d.json["tracer"]["lost_stacks"]), 0);
-    let starts: BTreeMap<u64, String> = t
-        .out
-        .stdout
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.strip_prefix("fn ")?.split(' ');
-            let name = w.next()?.to_owned();
-            let addr = u64::from_str_radix(w.next()?.trim_start_matches("0x"), 16).ok()?;
-            Some((addr, name))
-        })
-        .collect();
+    let starts = function_starts(&t.out.stdout);
     assert_eq!(starts.len(), 4, "{}", t.out.stdout);
     let function = |ra: u64| starts.range(..ra).next_back().map(|(_, n)| n.as_str());
 
@@ -142,13 +141,7 @@ fn threads_interning_the_same_new_stacks_get_one_id_each() {
         if let Some(other) = owner.insert(id, i) {
             panic!("paths {other} and {i} share stack {id}");
         }
-        let mut x = i as u64;
-        let mut want = Vec::new();
-        for _ in 0..LEVELS {
-            want.push(["a", "b", "c"][(x % 3) as usize]);
-            x /= 3;
-        }
-        want.reverse();
+        let want = path_functions(i as u64);
         let f = d.frames(id);
         let got: Vec<&str> = f[..LEVELS as usize]
             .iter()
