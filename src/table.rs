@@ -68,11 +68,12 @@ impl Block {
     /// A block record. Sizes are kept to 40 bits (1 TiB), thread ids to 24 bits, sequence numbers to 40 bits.
     pub fn new(addr: u64, size: u64, stack: u32, tid: u32, seq: u64, family: u8) -> Self {
         Block {
-            w0: (addr & ADDR_MASK) | (((seq >> 24) & 0xffff) << 48),
-            w1: size.min(SIZE_MASK) | ((seq & 0xff_ffff) << 40),
+            w0: addr & ADDR_MASK,
+            w1: size.min(SIZE_MASK),
             stack,
             tid_family: (tid & 0xff_ffff) | ((family as u32) << 24),
         }
+        .with_seq(seq)
     }
     /// Address returned to the program (0: empty slot).
     #[inline(always)]
@@ -134,7 +135,7 @@ pub fn key_addr(key: u64) -> u64 {
 /// A recently freed block, as the ring gives it back to explain a double free.
 #[derive(Clone, Copy, Default)]
 pub struct Freed {
-    /// The block as it was when live.
+    /// The block as it was when live, but for its sequence number (0: the ring keeps the free stack there).
     pub block: Block,
     /// Where it was freed.
     pub free_stack: u32,

@@ -539,10 +539,11 @@ fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], seen: &mut [u32; DOORKEEPER], 
         seen[b] = t;
         return;
     }
-    for i in [a, b] {
-        if seen[i] == t {
-            seen[i] = 0;
-        }
+    if da == t {
+        seen[a] = 0;
+    }
+    if db == t {
+        seen[b] = 0;
     }
     let way = set.next as usize % QUICK_WAYS;
     set.next = (way as u32 + 1) % QUICK_WAYS as u32;
