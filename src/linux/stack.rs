@@ -34,7 +34,9 @@ const CACHE_BITS: u32 = 16;
 const CACHE_SLOTS: usize = 1 << CACHE_BITS;
 
 /// A cached rule, 16 bytes (four to a cache line: cc1plus's ~30k return addresses are looked up at random, and the
-/// table is read on every frame not answered by the memos). `tag` holds the looked-up address (47 bits), the low
+/// table is read on every frame not answered by the memos). Slots go in aligned pairs, the two ways of a set: an
+/// address may live in either (direct-mapped, cc1plus's 15k return addresses collided into 12k extra misses of
+/// ~9k instructions each). `tag` holds the looked-up address (47 bits), the low
 /// bits of the generation and an 8-bit sequence counter that makes the pair a seqlock: odd while a writer fills
 /// the slot, and a reader accepts `val` only if `tag` was the same, even, before and after reading it.
 struct Slot {
@@ -52,7 +54,10 @@ const EMPTY_SLOT: Slot = Slot {
     tag: AtomicU64::new(0),
     val: AtomicU64::new(0),
 };
-static CACHE: [Slot; CACHE_SLOTS] = [EMPTY_SLOT; CACHE_SLOTS];
+/// Aligned so that a set's two slots share a cache line.
+#[repr(C, align(64))]
+struct Cache([Slot; CACHE_SLOTS]);
+static CACHE: Cache = Cache([EMPTY_SLOT; CACHE_SLOTS]);
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 static SELF_LO: AtomicUsize = AtomicUsize::new(0);
 static SELF_HI: AtomicUsize = AtomicUsize::new(0);
@@ -66,7 +71,7 @@ pub fn invalidate() {
     let gen = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
     // Tags hold the generation's low bits only; when they wrap, old tags could match again, so empty the cache.
     if gen & TAG_GEN_MASK == 0 {
-        for slot in CACHE.iter() {
+        for slot in CACHE.0.iter() {
             let k = slot.tag.load(Ordering::Relaxed);
             if k & 1 == 0
                 && slot
@@ -445,21 +450,15 @@ fn quick_hit(ms: &mut Memos, r: Regs, gen: u64, depth: u32) -> Option<(Walk, u32
 #[inline(always)]
 fn quick_push(q: &mut Quick, sp: u64, addr: u64, val: u64) -> bool {
     let n = q.n as usize;
-    let Some(off) = addr.checked_sub(sp).and_then(|o| u32::try_from(o).ok()) else {
+    // Below sp, the distance wraps past u32::MAX: refused like a word too far above it.
+    let off = addr.wrapping_sub(sp);
+    if n >= QUICK_CHECKS || off > u64::from(u32::MAX) {
         return false;
-    };
-    match (
-        q.off.get_mut(n / 4).map(|g| &mut g[n % 4]),
-        q.val.get_mut(n / 4).map(|g| &mut g[n % 4]),
-    ) {
-        (Some(o), Some(v)) => {
-            *o = off;
-            *v = val;
-            q.n += 1;
-            true
-        }
-        _ => false,
     }
+    q.off[n / 4][n % 4] = off as u32;
+    q.val[n / 4][n % 4] = val;
+    q.n += 1;
+    true
 }
 
 /// Pads `q`'s checks to a multiple of 4 by repeating the last one (checked twice, it still holds), so that
@@ -481,6 +480,8 @@ fn quick_pad(q: &mut Quick) {
 }
 
 const _: () = assert!(QUICK_CHECKS.is_multiple_of(4));
+// `quick_fill` keeps a bit per own level in a u64.
+const _: () = assert!(MEMO_LEVELS < 64);
 
 /// What a finished walk leaves for the whole-walk cache: where it started, the levels it unwound itself, and
 /// the memo (and its level) that completed it, if one did.
@@ -556,18 +557,17 @@ fn quick_fill(quick: &mut [QuickSet; QUICK_SETS], seen: &mut [u32; DOORKEEPER], 
         Some((m, j)) => m.meta.get(j).is_some_and(|&x| x & M_DEP_BP != 0),
         None => f.end_uses_bp,
     };
-    let mut dep_after = [false; MEMO_LEVELS];
+    // Bit i: the rest after own level i depends on rbp (own levels are at most MEMO_LEVELS < 64).
+    let mut dep_after = 0u64;
     for (i, l) in f.own.iter().enumerate().rev() {
-        if let Some(d) = dep_after.get_mut(i) {
-            *d = dep;
-        }
+        dep_after |= (dep as u64) << (i & 63);
         dep = dep_before(l.meta, dep);
     }
     for (i, l) in f.own.iter().enumerate() {
         if !quick_push(q, sp, l.cfa.wrapping_sub(8), l.ra) {
             return;
         }
-        if l.meta & M_RESTORES_BP != 0 && dep_after.get(i).copied().unwrap_or(true) {
+        if l.meta & M_RESTORES_BP != 0 && dep_after >> (i & 63) & 1 != 0 {
             let off = (l.meta >> 16) as u16 as i16 as i64;
             if !quick_push(q, sp, l.cfa.wrapping_add(off as u64), l.bp) {
                 return;
@@ -1283,34 +1283,73 @@ pub fn walk_from(
 /// The cached rule for return address `lookup` (below 2^47) in generation `gen`, computed on a miss.
 #[inline(always)]
 fn rule_for(lookup: u64, pc: u64, gen: u64) -> u64 {
-    // The slot depends on the generation bits the tag holds, and on no others: a tag can only match in its slot.
+    // The set depends on the generation bits the tag holds, and on no others: a tag can only match in its set.
     let gen = gen & TAG_GEN_MASK;
     let idx =
         ((lookup ^ (gen << 48)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize;
-    let slot = &CACHE[idx];
     // The tag this address has in this generation, sequence bits aside: the walk never looks up an address
     // above 2^47 (it ends there), so the shift loses nothing.
     let want = lookup << TAG_ADDR_SHIFT | gen << 8;
-    let k1 = slot.tag.load(Ordering::Acquire);
+    match cached(&CACHE.0[idx], want) {
+        Ok(v) => v,
+        Err(k) => rule_second_way(lookup, pc, gen, want, idx, k),
+    }
+}
+
+/// The rule for `lookup` when the first way of its set (index `idx`, holding tag `k1`) did not have it: out of
+/// line, so that the walk's loop carries only the first probe (inlined, the second cost ~6 instructions per frame
+/// on cc1plus in registers and code around it).
+#[inline(never)]
+fn rule_second_way(lookup: u64, pc: u64, gen: u64, want: u64, idx: usize, k1: u64) -> u64 {
+    let (first, second) = (&CACHE.0[idx], &CACHE.0[idx ^ 1]);
+    match cached(second, want) {
+        Ok(v) => v,
+        Err(k2) => rule_missed(lookup, pc, gen, want, [(first, k1), (second, k2)]),
+    }
+}
+
+/// The rule `slot` holds for `want` (a tag with a clear sequence), or the tag it holds instead.
+#[inline(always)]
+fn cached(slot: &Slot, want: u64) -> Result<u64, u64> {
+    let k = slot.tag.load(Ordering::Acquire);
     // Same address and generation, and an even sequence (no writer inside): `want`'s bit 0 is clear.
-    if (k1 ^ want) & !0xfe == 0 {
+    if (k ^ want) & !0xfe == 0 {
         let v = slot.val.load(Ordering::Relaxed);
         fence(Ordering::Acquire);
-        if slot.tag.load(Ordering::Relaxed) == k1 && v != 0 {
-            return v;
+        if slot.tag.load(Ordering::Relaxed) == k && v != 0 {
+            return Ok(v);
         }
     }
+    Err(k)
+}
+
+/// Computes the rule of a missed address and caches it in one of its set's `ways` (with the tags they held):
+/// an empty or stale one, else either.
+#[cold]
+#[inline(never)]
+fn rule_missed(lookup: u64, pc: u64, gen: u64, want: u64, ways: [(&Slot, u64); 2]) -> u64 {
     // gimli is not ours to prove panic-free: contain it here, where it is cold.
     let v = std::panic::catch_unwind(|| rule_slow(lookup, pc)).unwrap_or(STOP);
+    let stale = |k: u64| (k >> 8) & TAG_GEN_MASK != gen;
+    let [a, b] = ways;
+    let (slot, k) = if stale(a.1) {
+        a
+    } else if stale(b.1) {
+        b
+    } else if MISSES.load(Ordering::Relaxed) & 1 == 0 {
+        a
+    } else {
+        b
+    };
     // Publish unless another thread is writing this slot right now (then simply skip caching).
-    if k1 & 1 == 0
+    if k & 1 == 0
         && slot
             .tag
-            .compare_exchange(k1, k1 | 1, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(k, k | 1, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
     {
         slot.val.store(v, Ordering::Relaxed);
-        slot.tag.store(want | ((k1 + 2) & 0xfe), Ordering::Release);
+        slot.tag.store(want | ((k + 2) & 0xfe), Ordering::Release);
     }
     v
 }
