@@ -24,7 +24,6 @@ struct Stripe {
     allocations: AtomicU64,
     frees: AtomicU64,
     bytes_allocated: AtomicU64,
-    bytes_freed: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -32,7 +31,6 @@ const ZERO: Stripe = Stripe {
     allocations: AtomicU64::new(0),
     frees: AtomicU64::new(0),
     bytes_allocated: AtomicU64::new(0),
-    bytes_freed: AtomicU64::new(0),
 };
 static STRIPE: [Stripe; STRIPES] = [ZERO; STRIPES];
 static OWNER: [AtomicU32; STRIPES] = [const { AtomicU32::new(0) }; STRIPES];
@@ -106,12 +104,12 @@ pub fn allocated(t: &mut ThreadState, size: u64) {
     add(&s.bytes_allocated, size, owned);
 }
 
-/// Counts one free of a block of `size` bytes.
+/// Counts one free. Its size is not known here: frees counted in the stripes are of blocks the table does not
+/// hold (unsampled ones), and their bytes are not counted (docs/dump-format.md).
 #[inline(always)]
-pub fn freed(t: &mut ThreadState, size: u64) {
+pub fn freed(t: &mut ThreadState) {
     let (s, owned) = stripe(t);
     add(&s.frees, 1, owned);
-    add(&s.bytes_freed, size, owned);
 }
 
 pub use crate::table::Totals;
@@ -123,7 +121,6 @@ pub fn striped() -> Totals {
         t.allocations += s.allocations.load(Ordering::Relaxed);
         t.frees += s.frees.load(Ordering::Relaxed);
         t.bytes_allocated += s.bytes_allocated.load(Ordering::Relaxed);
-        t.bytes_freed += s.bytes_freed.load(Ordering::Relaxed);
     }
     t
 }

@@ -220,7 +220,7 @@ pub fn unsampled_free(t: &mut ThreadState, p: u64) -> bool {
     if config::SAMPLE.load(Ordering::Relaxed) == 0 || table::maybe_sampled(p) {
         return false;
     }
-    counters::freed(t, 0);
+    counters::freed(t);
     true
 }
 
@@ -229,7 +229,7 @@ pub fn on_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) -> Set
     let sampling = config::SAMPLE.load(Ordering::Relaxed) != 0;
     if sampling && !table::maybe_sampled(p) {
         // Not a sampled block (nothing sampled lives at this hash): no lock, no lookup.
-        counters::freed(t, 0);
+        counters::freed(t);
         return Settle::Unknown;
     }
     let removed = {
@@ -272,7 +272,7 @@ pub fn on_free(t: &mut ThreadState, p: u64, how: FreeFn, free_stack: u32) -> Set
         }
         None => {
             if sampling {
-                counters::freed(t, 0);
+                counters::freed(t);
                 return Settle::Unknown;
             }
             classify_bad_free(t, p, how)
@@ -315,7 +315,7 @@ fn classify_bad_free(t: &mut ThreadState, p: u64, how: FreeFn) -> Settle {
         // Some blocks went unrecorded: this is most likely one of them. Let the allocator have it, as it would
         // without the tracer (looking for a block that contains it first scanned the whole ledger on every such
         // free: quadratic once a shard could not grow).
-        counters::freed(t, 0);
+        counters::freed(t);
         return Settle::Unknown;
     } else if let Some(b) = table::find_containing(p) {
         e.detail = Detail::Interior;

@@ -256,7 +256,7 @@ fn unsampled_release(p: *mut c_void) -> Option<&'static Real> {
     {
         return None;
     }
-    crate::counters::freed(t, 0);
+    crate::counters::freed(t);
     Some(real_fns())
 }
 

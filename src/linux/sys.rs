@@ -9,14 +9,22 @@ pub type Fd = c_int;
 /// Platform name written in dumps.
 pub const PLATFORM: &str = "linux-x86_64";
 
-/// The calling thread's tracer state (initial-exec TLS defined in `thread.c`).
+/// The calling thread's tracer state (`hl_tls`, initial-exec TLS defined in `thread.c`): the thread pointer plus
+/// the object's offset from it, which the loader wrote into the GOT when it loaded the library.
 #[inline(always)]
 pub fn thread_state() -> *mut crate::thread::ThreadState {
-    extern "C" {
-        fn heapledger_thread_state() -> *mut crate::thread::ThreadState;
+    let p: *mut crate::thread::ThreadState;
+    // SAFETY: the initial-exec access sequence for a TLS object of this library: `fs:0` holds the thread
+    // pointer (x86-64 TLS ABI), and the GOT entry `hl_tls@GOTTPOFF` the object's offset from it. Reads only.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, qword ptr [rip + hl_tls@GOTTPOFF]",
+            "add {p}, qword ptr fs:[0]",
+            p = out(reg) p,
+            options(pure, readonly, nostack),
+        );
     }
-    // SAFETY: the C function only returns the address of an initial-exec TLS object.
-    unsafe { heapledger_thread_state() }
+    p
 }
 
 static EXIT_KEY: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(u32::MAX);

@@ -19,9 +19,10 @@ struct hl_thread {
     uint64_t window;        /* the ledger window of the last region this thread touched: (region + 1) << 16 | window */
 };
 
-static __thread struct hl_thread hl_tls __attribute__((tls_model("initial-exec")));
-
-struct hl_thread *heapledger_thread_state(void) { return &hl_tls; }
+/* Not static: src/linux/sys.rs reads its address inline (the thread pointer plus its GOT offset), where a call to
+ * a function returning it cost ~10 instructions per hook (the call through the GOT, saved registers). Hidden,
+ * like everything here (-fvisibility=hidden). */
+__thread struct hl_thread hl_tls __attribute__((tls_model("initial-exec")));
 
 /* Ledger updates that a signal handler made while this thread's interrupted hook held the shard they need
  * (src/linux/hooks.rs: Deferred). Applied when that hook finishes. */
