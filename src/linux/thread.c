@@ -20,7 +20,7 @@ struct hl_thread {
 };
 
 /* Not static: src/linux/sys.rs reads its address inline (the thread pointer plus its GOT offset), where a call to
- * a function returning it cost ~10 instructions per hook (the call through the GOT, saved registers). Hidden,
+ * a function returning it cost ~5 instructions per hook (the call through the GOT, registers saved for it). Hidden,
  * like everything here (-fvisibility=hidden). */
 __thread struct hl_thread hl_tls __attribute__((tls_model("initial-exec")));
 
